@@ -1,0 +1,1 @@
+"""Strategy consumers: stateless workers in the `strategy-workers` consumer group."""

@@ -1,0 +1,120 @@
+"""What a running strategy sees: its params, market data, and fenced progress/finding writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from scanstream import events as ev
+from scanstream.events import Opportunity, Side
+from scanstream.store import EventStore, WriteOutcome
+from scanstream.strategies.api import StrategyStopped, make_opportunity
+
+# Progress writes closer together than this are coalesced (findings are never dropped).
+PROGRESS_INTERVAL_S = 0.05
+
+
+class RunContext:
+    """A `StrategyContext` for one attempt. Findings are buffered and written with the next
+    progress report or with the attempt's final event, one fenced script call each time."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        scan_id: str,
+        strategy: str,
+        attempt: int,
+        params: Mapping[str, Any],
+        market_factory: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        self.store = store
+        self.scan_id = scan_id
+        self.strategy = strategy
+        self.attempt = attempt
+        self.params = params
+        self._market_factory = market_factory
+        self._market: Any = None
+        self._pending: list[ev.Event] = []
+        self._found_ids: set[str] = set()
+        self._last_progress_write = 0.0
+        self.stop_reason: str | None = None  # set from outside: "cancelled" or "lost"
+
+    # -- the StrategyContext protocol --------------------------------------------------
+
+    @property
+    def market(self) -> Any:
+        if self._market is None:
+            self._market = self._market_factory(self.params)
+        return self._market
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop_reason is not None
+
+    def opportunity(
+        self, *, symbol: str, side: Side, score: float, expected_return: float,
+        details: Mapping[str, Any] | None = None, key: str = "",
+    ) -> Opportunity:
+        return make_opportunity(
+            strategy=self.strategy, fingerprint=self._fingerprint(), symbol=symbol, side=side,
+            score=score, expected_return=expected_return, details=details, key=key,
+        )
+
+    async def found(self, opportunity: Opportunity) -> None:
+        self._raise_if_stopped()
+        if opportunity.id in self._found_ids:
+            return
+        self._found_ids.add(opportunity.id)
+        self._pending.append(ev.stamp(
+            ev.OpportunityFound, strategy=self.strategy, attempt=self.attempt,
+            opportunity=opportunity,
+        ))
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        self._raise_if_stopped()
+        now = time.monotonic()
+        if not self._pending and now - self._last_progress_write < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress_write = now
+        self._pending.append(ev.stamp(
+            ev.StrategyProgress, strategy=self.strategy, attempt=self.attempt,
+            progress=min(1.0, max(0.0, float(fraction))), message=message[:200],
+        ))
+        await self.flush()
+
+    # -- used by the runner ------------------------------------------------------------
+
+    @property
+    def found_count(self) -> int:
+        return len(self._found_ids)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        outcome = await self.store.append_strategy_events(
+            self.scan_id, self.strategy, self.attempt, batch
+        )
+        self._check(outcome)
+
+    def take_pending(self) -> list[ev.Event]:
+        batch, self._pending = self._pending, []
+        return batch
+
+    def _check(self, outcome: WriteOutcome) -> None:
+        if outcome.status == "ended":
+            self.stop_reason = "cancelled"
+        elif outcome.status in ("stale", "done", "missing"):
+            self.stop_reason = "lost"
+        self._raise_if_stopped()
+
+    def _raise_if_stopped(self) -> None:
+        if self.stop_reason is not None:
+            raise StrategyStopped(self.stop_reason)
+
+    def _fingerprint(self) -> str:
+        market = self.market
+        fingerprint = getattr(market, "fingerprint", None)
+        return str(fingerprint()) if callable(fingerprint) else ""

@@ -1,0 +1,34 @@
+"""One exception base, a few subclasses a caller can act on."""
+
+
+class ScanstreamError(Exception):
+    """Base of every error scanstream raises on purpose."""
+
+
+class StoreUnavailable(ScanstreamError):
+    """Redis cannot be reached or answered with a connection-level failure."""
+
+
+class ScanNotFound(ScanstreamError):
+    """No such scan: unknown, malformed, expired or another user's (indistinguishable on purpose)."""
+
+
+class ScanConflict(ScanstreamError):
+    """The request contradicts the scan's state (e.g. cancelling a scan that already ended)."""
+
+
+class InvalidRequest(ScanstreamError):
+    """Input that breaks the schema; `field` names the offending field when there is one."""
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class StrategyLoadError(ScanstreamError):
+    """A strategy module named in SCANSTREAM_STRATEGIES could not be loaded."""
+
+
+class ConfigError(ScanstreamError):
+    """A setting is missing or malformed."""

@@ -1,0 +1,39 @@
+"""Scan ids: `scan_` + 32 lowercase hex of a UUIDv7, so ids sort by creation time."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+SCAN_ID_RE = re.compile(r"scan_[0-9a-f]{32}")
+USER_ID_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
+
+
+def uuid7_hex(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: 48-bit ms timestamp, version, variant, randomness."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return f"{value:032x}"
+
+
+def new_scan_id() -> str:
+    return "scan_" + uuid7_hex()
+
+
+def is_scan_id(value: str) -> bool:
+    return SCAN_ID_RE.fullmatch(value) is not None
+
+
+def scan_created_ms(scan_id: str) -> int:
+    """The creation time embedded in a UUIDv7 scan id."""
+    return int(scan_id[5:17], 16)
+
+
+def is_user_id(value: str) -> bool:
+    return USER_ID_RE.fullmatch(value) is not None

@@ -1,0 +1,52 @@
+"""Every Redis key name scanstream uses, in one place.
+
+Per-scan keys carry the hash tag `{scan_id}` so they live in one cluster slot, can be
+updated atomically by one Lua script, and expire together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scanstream.ids import is_scan_id, is_user_id
+
+JOB_GROUP = "strategy-workers"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanKeys:
+    events: str  # the scan's event stream: the only source of truth
+    fence: str  # coordination hash: attempts and terminal flag, so writes can be fenced atomically
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def scan(self, scan_id: str) -> ScanKeys:
+        # No key is ever built from an unvalidated id.
+        if not is_scan_id(scan_id):
+            raise ValueError(f"not a scan id: {scan_id!r}")
+        tag = f"{self.prefix}:{{{scan_id}}}"
+        return ScanKeys(events=f"{tag}:events", fence=f"{tag}:fence")
+
+    def events(self, scan_id: str) -> str:
+        return self.scan(scan_id).events
+
+    def user_scans(self, user_id: str) -> str:
+        """Sorted set of a user's scan ids, for listing only; status never depends on it."""
+        if not is_user_id(user_id):
+            raise ValueError(f"not a user id: {user_id!r}")
+        return f"{self.prefix}:user:{{{user_id}}}:scans"
+
+    def idempotency(self, user_id: str, key_digest: str) -> str:
+        return f"{self.prefix}:user:{{{user_id}}}:idem:{key_digest}"
+
+    @property
+    def jobs(self) -> str:
+        """The strategy job stream read by the `strategy-workers` consumer group."""
+        return f"{self.prefix}:jobs"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:jobs:dead"

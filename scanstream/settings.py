@@ -1,0 +1,92 @@
+"""Settings, read from `SCANSTREAM_*` environment variables into one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from scanstream.errors import ConfigError
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _float(env, name, default)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None  # None: the embedded Redis (dev only)
+    secret: str | None = None
+    prefix: str = "scanstream"
+    strategy_modules: tuple[str, ...] = ()
+    # A finished scan's keys expire this long after its terminal event (seconds).
+    retention_s: float = 24 * 3600
+    # A pending job idle this long is taken over by another worker (ms).
+    claim_idle_ms: int = 30_000
+    # Running jobs refresh their claim this often; must be well under claim_idle_ms.
+    heartbeat_ms: int = 5_000
+    max_attempts: int = 3
+    retry_backoff_s: float = 0.5
+    strategy_timeout_s: float = 600.0
+    scan_deadline_s: float = 3600.0
+    max_body_bytes: int = 64 * 1024
+    log_format: str = "text"  # or "json"
+    data_dir: str = ".scanstream"  # embedded Redis data (AOF) lives here
+    sse_heartbeat_s: float = 15.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        url = env.get("SCANSTREAM_REDIS_URL") or None
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("SCANSTREAM_REDIS_URL must start with redis://, rediss:// or unix://")
+        prefix = env.get("SCANSTREAM_PREFIX") or "scanstream"
+        if any(c in prefix for c in "{}: \t\n"):
+            raise ConfigError("SCANSTREAM_PREFIX must not contain braces, colons or whitespace")
+        modules = tuple(
+            m.strip() for m in env.get("SCANSTREAM_STRATEGIES", "").split(",") if m.strip()
+        )
+        claim_idle_ms = _int(env, "SCANSTREAM_CLAIM_IDLE_MS", 30_000)
+        heartbeat_ms = _int(env, "SCANSTREAM_HEARTBEAT_MS", max(50, min(5_000, claim_idle_ms // 3)))
+        if heartbeat_ms * 2 > claim_idle_ms:
+            raise ConfigError("SCANSTREAM_HEARTBEAT_MS must be at most half SCANSTREAM_CLAIM_IDLE_MS")
+        log_format = env.get("SCANSTREAM_LOG_FORMAT", "text")
+        if log_format not in ("text", "json"):
+            raise ConfigError("SCANSTREAM_LOG_FORMAT must be text or json")
+        return cls(
+            redis_url=url,
+            secret=env.get("SCANSTREAM_SECRET") or None,
+            prefix=prefix,
+            strategy_modules=modules,
+            retention_s=_float(env, "SCANSTREAM_RETENTION", 24 * 3600),
+            claim_idle_ms=claim_idle_ms,
+            heartbeat_ms=heartbeat_ms,
+            max_attempts=max(1, _int(env, "SCANSTREAM_MAX_ATTEMPTS", 3)),
+            retry_backoff_s=_float(env, "SCANSTREAM_RETRY_BACKOFF", 0.5),
+            strategy_timeout_s=_float(env, "SCANSTREAM_STRATEGY_TIMEOUT", 600.0),
+            scan_deadline_s=_float(env, "SCANSTREAM_SCAN_DEADLINE", 3600.0),
+            max_body_bytes=_int(env, "SCANSTREAM_MAX_BODY", 64 * 1024),
+            log_format=log_format,
+            data_dir=env.get("SCANSTREAM_DATA_DIR", ".scanstream"),
+            sse_heartbeat_s=_float(env, "SCANSTREAM_SSE_HEARTBEAT", 15.0),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
