@@ -1,0 +1,61 @@
+"""Starting scans and running in-process workers, for tests that drive the worker directly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from consumers.worker import Worker
+from scanstream import events as ev
+from scanstream import jobs
+from scanstream.ids import new_scan_id
+from scanstream.market import market_for, parse_params
+from scanstream.projection import ScanView, fold_all
+from scanstream.settings import Settings
+from scanstream.store import EventStore
+from scanstream.strategies.api import Strategy
+
+
+def market_factory(params: Mapping[str, Any]) -> Any:
+    return market_for(parse_params(dict(params)))
+
+
+async def start_scan(store: EventStore, strategies: Sequence[str],
+                     params: dict[str, Any] | None = None, user_id: str = "alice") -> str:
+    """What POST /v1/scans does underneath: scan.requested, then one job per strategy."""
+    scan_id = new_scan_id()
+    await store.create_scan(scan_id, ev.stamp(
+        ev.ScanRequested, user_id=user_id, strategies=list(strategies), params=params or {}))
+    await jobs.ensure_group(store.redis, store.keys)
+    pipe = store.redis.pipeline(transaction=False)
+    jobs.enqueue_into(pipe, store.keys, scan_id, strategies)
+    await pipe.execute()
+    return scan_id
+
+
+async def wait_until_ended(store: EventStore, scan_id: str, timeout_s: float = 30.0) -> ScanView:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = fold_all(scan_id, await store.read(scan_id))
+        if view.terminal:
+            return view
+        await anyio.sleep(0.02)
+    raise AssertionError(f"{scan_id} did not end within {timeout_s}s")
+
+
+@asynccontextmanager
+async def workers_running(settings: Settings, strategies: Mapping[str, Strategy],
+                          count: int = 1, concurrency: int = 8) -> AsyncIterator[list[Worker]]:
+    """`count` real workers in this process, drained (as on SIGTERM) at the end of the block."""
+    started = [Worker(settings, strategies, market_factory, concurrency=concurrency)
+               for _ in range(count)]
+    async with anyio.create_task_group() as tg:
+        for worker in started:
+            await tg.start(worker.run)
+        yield started
+        for worker in started:
+            await worker.drain(grace_s=5.0)
