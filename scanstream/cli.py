@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,8 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--workers", type=int, default=1, help="worker tasks groups (in process)")
     dev.add_argument("--concurrency", type=int, default=8)
     dev.add_argument("--no-demo", action="store_true", help="do not start a demo scan")
-    dev.add_argument("--exit-after-demo", action="store_true",
-                     help="stop once the demo scan has finished (for scripted checks)")
+    dev.add_argument(
+        "--exit-after-demo",
+        action="store_true",
+        help="stop once the demo scan has finished (for scripted checks)",
+    )
 
     api = sub.add_parser("api", help="the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
@@ -32,8 +34,18 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a strategy consumer process")
     worker.add_argument("--concurrency", type=int, default=8)
-    worker.add_argument("--grace", type=float, default=10.0,
-                        help="seconds running strategies get to finish on SIGTERM")
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds running strategies get to finish on SIGTERM",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at :PORT/metrics (default: off)",
+    )
 
     token = sub.add_parser("token", help="print a bearer token for USER_ID")
     token.add_argument("user_id")
@@ -43,8 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--token", default=None, help="bearer token (env SCANSTREAM_TOKEN)")
     scan_sub = scan.add_subparsers(dest="scan_command", required=True)
     start = scan_sub.add_parser("start", help="start a scan")
-    start.add_argument("--strategy", "-s", action="append", dest="strategies",
-                       help="a strategy to run (repeat); default: all")
+    start.add_argument(
+        "--strategy",
+        "-s",
+        action="append",
+        dest="strategies",
+        help="a strategy to run (repeat); default: all",
+    )
     start.add_argument("--params", default="{}", help="params as a JSON object")
     start.add_argument("--idempotency-key", default=None)
     start.add_argument("--watch", action="store_true", help="watch it live until it ends")
@@ -52,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         one = scan_sub.add_parser(name, help=f"{name} of a scan")
         one.add_argument("scan_id")
         if name == "results":
-            one.add_argument("--wait", type=float, default=None, help="hold up to S seconds for the end")
+            one.add_argument(
+                "--wait", type=float, default=None, help="hold up to S seconds for the end"
+            )
     scan_sub.add_parser("list", help="your scans, newest first")
 
     sub.add_parser("replay", help="replay tooling (see `scanstream replay --help`)", add_help=False)
@@ -121,9 +140,16 @@ def _api(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError("SCANSTREAM_REDIS_URL is not set (only `scanstream dev` embeds a Redis)")
     uvicorn.run(
-        "scanstream.api.app:app_from_env", factory=True, host=args.host, port=args.port,
-        workers=args.workers, loop="uvloop", http="httptools", access_log=False,
-        log_level="warning", timeout_graceful_shutdown=5,
+        "scanstream.api.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
     )
     return 0
 
@@ -140,7 +166,14 @@ def _worker(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError("SCANSTREAM_REDIS_URL is not set (only `scanstream dev` embeds a Redis)")
     logs.configure(settings.log_format)
-    anyio.run(serve, settings, args.concurrency, args.grace, backend_options={"use_uvloop": True})
+    anyio.run(
+        serve,
+        settings,
+        args.concurrency,
+        args.grace,
+        args.metrics_port,
+        backend_options={"use_uvloop": True},
+    )
     return 0
 
 
@@ -184,4 +217,4 @@ def _print(body: Any) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(os.sys.argv[1:]))
+    raise SystemExit(main())

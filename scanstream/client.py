@@ -20,12 +20,18 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str | None = None, token: str | None = None,
-                 timeout: float = 70.0) -> None:
-        self.base_url = (base_url or os.environ.get("SCANSTREAM_API_URL") or DEFAULT_URL).rstrip("/")
+    def __init__(
+        self, base_url: str | None = None, token: str | None = None, timeout: float = 70.0
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("SCANSTREAM_API_URL") or DEFAULT_URL).rstrip(
+            "/"
+        )
         self.token = token or os.environ.get("SCANSTREAM_TOKEN") or ""
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {self.token}"})
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
@@ -37,8 +43,12 @@ class ApiClient:
                 raise ApiError(response.status_code, "error", response.text[:200]) from None
         return response.json()
 
-    def start(self, strategies: list[str] | None = None, params: dict[str, Any] | None = None,
-              idempotency_key: str | None = None) -> dict[str, Any]:
+    def start(
+        self,
+        strategies: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"params": params or {}}
         if strategies:
             body["strategies"] = strategies
@@ -64,8 +74,12 @@ class ApiClient:
         headers = {"Accept": "text/event-stream"}
         if after:
             headers["Last-Event-ID"] = after
-        with self.http.stream("GET", f"/v1/scans/{scan_id}/events", headers=headers,
-                              timeout=httpx.Timeout(10.0, read=60.0)) as response:
+        with self.http.stream(
+            "GET",
+            f"/v1/scans/{scan_id}/events",
+            headers=headers,
+            timeout=httpx.Timeout(10.0, read=60.0),
+        ) as response:
             if response.status_code >= 400:
                 response.read()
                 body = response.json()

@@ -61,16 +61,26 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from scanstream.strategies.registry import load_strategies
 
     strategies = load_strategies(settings.strategy_modules)
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     token = make_token(settings.secret or "", DEMO_USER)
     base = f"http://{args.host}:{args.port}"
     exit_code = 0
     async with anyio.create_task_group() as tg:
         for _ in range(max(1, args.workers)):
-            worker = Worker(settings, strategies, lambda p: market_for(parse_params(dict(p))),
-                            concurrency=args.concurrency)
+            worker = Worker(
+                settings,
+                strategies,
+                lambda p: market_for(parse_params(dict(p))),
+                concurrency=args.concurrency,
+            )
             tg.start_soon(worker.run)
         tg.start_soon(server.serve)
         while not server.started:

@@ -10,7 +10,7 @@ class StoreUnavailable(ScanstreamError):
 
 
 class ScanNotFound(ScanstreamError):
-    """No such scan: unknown, malformed, expired or another user's (indistinguishable on purpose)."""
+    """No such scan: unknown, malformed, expired or another user's (one answer for all)."""
 
 
 class ScanConflict(ScanstreamError):

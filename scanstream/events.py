@@ -200,7 +200,9 @@ def _decode_other_version(entry_id: str, type_: str, data: bytes, error: str | N
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         return LogEntry(entry_id, type_, data, problem=error or "missing or invalid schema version")
     if v > SCHEMA_VERSION:
-        return LogEntry(entry_id, type_, data, problem=f"schema version {v} is newer than {SCHEMA_VERSION}")
+        return LogEntry(
+            entry_id, type_, data, problem=f"schema version {v} is newer than {SCHEMA_VERSION}"
+        )
     if v == SCHEMA_VERSION:
         return LogEntry(entry_id, type_, data, problem=error or "invalid event data")
     try:

@@ -49,4 +49,21 @@ class Keys:
 
     @property
     def dead_letters(self) -> str:
+        """Jobs whose strategy failed for good: a record for operators (`scanstream inspect`)."""
         return f"{self.prefix}:jobs:dead"
+
+    @property
+    def running_scans(self) -> str:
+        """Sorted set of scans that may still be running, scored by creation ms.
+
+        Only the deadline reaper and `inspect` read it; a scan's status never depends on it.
+        A scan is added before its stream is created and removed once it has ended, so an
+        entry can name a scan that has already ended (removed on the next sweep), never the
+        other way round: no running scan escapes its deadline.
+        """
+        return f"{self.prefix}:scans:running"
+
+    @property
+    def reaper_lock(self) -> str:
+        """Held for one reaper round by one worker, so N workers do not all sweep at once."""
+        return f"{self.prefix}:reaper"

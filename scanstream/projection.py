@@ -174,7 +174,13 @@ def _apply(view: ScanView, entry: LogEntry) -> None:
             view.params = dict(event.params)
             view.created_at = event.ts
             view.strategies = {name: StrategyView(name) for name in event.strategies}
-        case StrategyStarted() | StrategyProgress() | OpportunityFound() | StrategyCompleted() | StrategyFailed():
+        case (
+            StrategyStarted()
+            | StrategyProgress()
+            | OpportunityFound()
+            | StrategyCompleted()
+            | StrategyFailed()
+        ):
             _apply_strategy_event(view, entry, event)
         case ScanCancelRequested():
             view.cancel_requested = True
@@ -186,7 +192,11 @@ def _apply(view: ScanView, entry: LogEntry) -> None:
 def _apply_strategy_event(
     view: ScanView,
     entry: LogEntry,
-    event: StrategyStarted | StrategyProgress | OpportunityFound | StrategyCompleted | StrategyFailed,
+    event: StrategyStarted
+    | StrategyProgress
+    | OpportunityFound
+    | StrategyCompleted
+    | StrategyFailed,
 ) -> None:
     strategy = view.strategies.get(event.strategy)
     if strategy is None:

@@ -41,8 +41,14 @@ class Log:
 
 
 def _opportunity(strategy: str, n: int, score: float) -> ev.Opportunity:
-    return ev.Opportunity(id=f"opp_{strategy}_{n}", strategy=strategy, symbol=f"S{n}",
-                          side="long", score=score, expected_return=0.01)
+    return ev.Opportunity(
+        id=f"opp_{strategy}_{n}",
+        strategy=strategy,
+        symbol=f"S{n}",
+        side="long",
+        score=score,
+        expected_return=0.01,
+    )
 
 
 @dataclass
@@ -52,12 +58,18 @@ class AttemptPlan:
     outcome: str  # "completed" | "failed" | "crashed"
 
 
-strategy_names = st.lists(st.sampled_from(["alpha", "beta", "gamma", "delta"]),
-                          min_size=1, max_size=4, unique=True)
+strategy_names = st.lists(
+    st.sampled_from(["alpha", "beta", "gamma", "delta"]), min_size=1, max_size=4, unique=True
+)
 attempt_plans = st.lists(
-    st.builds(AttemptPlan, st.integers(0, 3), st.lists(st.integers(0, 5), max_size=4),
-              st.sampled_from(["completed", "failed", "crashed"])),
-    min_size=1, max_size=3,
+    st.builds(
+        AttemptPlan,
+        st.integers(0, 3),
+        st.lists(st.integers(0, 5), max_size=4),
+        st.sampled_from(["completed", "failed", "crashed"]),
+    ),
+    min_size=1,
+    max_size=3,
 )
 
 
@@ -74,19 +86,45 @@ def scan_logs(draw: Any) -> Log:
         for number, plan in enumerate(attempts, start=1):
             script.append(ev.stamp(ev.StrategyStarted, strategy=name, attempt=number, worker="w"))
             for step in range(plan.progress_steps):
-                script.append(ev.stamp(ev.StrategyProgress, strategy=name, attempt=number,
-                                       progress=(step + 1) / (plan.progress_steps + 1)))
+                script.append(
+                    ev.stamp(
+                        ev.StrategyProgress,
+                        strategy=name,
+                        attempt=number,
+                        progress=(step + 1) / (plan.progress_steps + 1),
+                    )
+                )
             for n in plan.finds:
-                script.append(ev.stamp(ev.OpportunityFound, strategy=name, attempt=number,
-                                       opportunity=_opportunity(name, n, (n + 1) / 7)))
+                script.append(
+                    ev.stamp(
+                        ev.OpportunityFound,
+                        strategy=name,
+                        attempt=number,
+                        opportunity=_opportunity(name, n, (n + 1) / 7),
+                    )
+                )
             last = number == len(attempts)
             if plan.outcome == "completed":
-                script.append(ev.stamp(ev.StrategyCompleted, strategy=name, attempt=number,
-                                       opportunities=len(set(plan.finds)), duration_ms=5))
+                script.append(
+                    ev.stamp(
+                        ev.StrategyCompleted,
+                        strategy=name,
+                        attempt=number,
+                        opportunities=len(set(plan.finds)),
+                        duration_ms=5,
+                    )
+                )
                 break
             if plan.outcome == "failed":
-                script.append(ev.stamp(ev.StrategyFailed, strategy=name, attempt=number,
-                                       error=ev.ErrorInfo(type="E", message="x"), final=last))
+                script.append(
+                    ev.stamp(
+                        ev.StrategyFailed,
+                        strategy=name,
+                        attempt=number,
+                        error=ev.ErrorInfo(type="E", message="x"),
+                        final=last,
+                    )
+                )
                 if last:
                     break
         scripts[name] = script
@@ -96,8 +134,15 @@ def scan_logs(draw: Any) -> Log:
         log.add(scripts[name][cursors[name]])
         cursors[name] += 1
     if draw(st.booleans()):
-        log.add(ev.stamp(ev.ScanCancelled, opportunities=0, strategies_completed=0,
-                         strategies_failed=0, duration_ms=1))
+        log.add(
+            ev.stamp(
+                ev.ScanCancelled,
+                opportunities=0,
+                strategies_completed=0,
+                strategies_failed=0,
+                duration_ms=1,
+            )
+        )
     return log
 
 
@@ -135,22 +180,26 @@ def test_fold_never_mutates_its_input(log: Log) -> None:
     """fold returns a new view: a cached projection shared by requests is never changed."""
     half = fold_all(SCAN, log.entries[: len(log.entries) // 2])
     snapshot = _public(half), half.last_event_id, set(half.seen_event_ids)
-    fold(half, log.entries[len(log.entries) // 2:])
+    fold(half, log.entries[len(log.entries) // 2 :])
     assert (_public(half), half.last_event_id, set(half.seen_event_ids)) == snapshot
 
 
 def test_late_event_from_a_superseded_attempt_does_not_regress_a_strategy() -> None:
-    """Given attempt 2 running, when attempt 1's progress and completion arrive, then nothing changes."""
+    """Given attempt 2 running, when attempt 1's progress and completion arrive, nothing changes."""
     log = Log()
     log.add(ev.stamp(ev.ScanRequested, user_id="u1", strategies=["alpha"], params={}))
     log.add(ev.stamp(ev.StrategyStarted, strategy="alpha", attempt=2, worker="w2"))
     log.add(ev.stamp(ev.StrategyProgress, strategy="alpha", attempt=2, progress=0.5))
     before = fold_all(SCAN, log.entries)
     log.add(ev.stamp(ev.StrategyProgress, strategy="alpha", attempt=1, progress=0.9))
-    log.add(ev.stamp(ev.StrategyCompleted, strategy="alpha", attempt=1, opportunities=0, duration_ms=1))
+    log.add(
+        ev.stamp(ev.StrategyCompleted, strategy="alpha", attempt=1, opportunities=0, duration_ms=1)
+    )
     after = fold_all(SCAN, log.entries)
     assert after.strategies["alpha"] == before.strategies["alpha"]
-    assert after.strategies["alpha"].state == "running" and after.strategies["alpha"].progress == 0.5
+    assert (
+        after.strategies["alpha"].state == "running" and after.strategies["alpha"].progress == 0.5
+    )
 
 
 def test_the_same_opportunity_from_a_retry_counts_once() -> None:
@@ -162,22 +211,31 @@ def test_the_same_opportunity_from_a_retry_counts_once() -> None:
     log.add(ev.stamp(ev.OpportunityFound, strategy="alpha", attempt=1, opportunity=opp))
     log.add(ev.stamp(ev.StrategyStarted, strategy="alpha", attempt=2, worker="w2"))
     log.add(ev.stamp(ev.OpportunityFound, strategy="alpha", attempt=2, opportunity=opp))
-    log.add(ev.stamp(ev.StrategyCompleted, strategy="alpha", attempt=2, opportunities=1, duration_ms=1))
+    log.add(
+        ev.stamp(ev.StrategyCompleted, strategy="alpha", attempt=2, opportunities=1, duration_ms=1)
+    )
     view = fold_all(SCAN, log.entries)
     assert [o.id for o in view.ranked_opportunities()] == [opp.id]
     assert view.strategies["alpha"].opportunities == 1 and view.strategies["alpha"].attempts == 2
 
 
 def test_hostile_entries_are_skipped_counted_and_reported() -> None:
-    """Invalid JSON, unknown types, missing fields, future versions and huge payloads are warnings."""
+    """Invalid JSON, unknown types, missing fields, future versions, huge data: all warnings."""
     log = Log()
     log.add(ev.stamp(ev.ScanRequested, user_id="u1", strategies=["alpha"], params={}))
     hostile = [
         ev.decode_entry(b"1-1", {b"type": b"strategy.started", b"data": b"{not json"}),
         ev.decode_entry(b"1-2", {b"type": b"strategy.exploded", b"data": b"{}"}),
-        ev.decode_entry(b"1-3", {b"type": b"strategy.started", b"data": b'{"event_id":"x","ts":"t","v":1}'}),
-        ev.decode_entry(b"1-4", {b"type": b"strategy.progress",
-                                 b"data": b'{"event_id":"y","ts":"t","v":99,"strategy":"alpha"}'}),
+        ev.decode_entry(
+            b"1-3", {b"type": b"strategy.started", b"data": b'{"event_id":"x","ts":"t","v":1}'}
+        ),
+        ev.decode_entry(
+            b"1-4",
+            {
+                b"type": b"strategy.progress",
+                b"data": b'{"event_id":"y","ts":"t","v":99,"strategy":"alpha"}',
+            },
+        ),
         ev.decode_entry(b"1-5", {b"type": b"scan.cancelled", b"data": b"[" * 300_000}),
         ev.decode_entry(b"1-6", {b"nothing": b"here"}),
         ev.decode_entry(b"1-7", None),
@@ -186,18 +244,28 @@ def test_hostile_entries_are_skipped_counted_and_reported() -> None:
     assert view.warnings_count == len(hostile)
     assert view.state == "queued" and view.strategies["alpha"].state == "pending"
     problems = " | ".join(w.problem for w in view.warnings)
-    for phrase in ("not valid JSON", "unknown event type", "newer than", "over the limit", "no fields"):
+    for phrase in (
+        "not valid JSON",
+        "unknown event type",
+        "newer than",
+        "over the limit",
+        "no fields",
+    ):
         assert phrase in problems
 
 
 def test_an_older_schema_version_is_upcast_and_keeps_folding(monkeypatch: Any) -> None:
     """Given the schema moved to v2 with an upcaster, a v1 entry still folds into the view."""
+
     def v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
         return {**raw, "message": raw.get("message", "") + " (from v1)"}
 
     monkeypatch.setattr(ev, "SCHEMA_VERSION", 2)
     monkeypatch.setitem(ev.UPCASTERS, ("strategy.progress", 1), v1_to_v2)
-    data = b'{"event_id":"e1","ts":"2026-01-01T00:00:00Z","v":1,"strategy":"a","attempt":1,"progress":0.5}'
+    data = (
+        b'{"event_id":"e1","ts":"2026-01-01T00:00:00Z","v":1,'
+        b'"strategy":"a","attempt":1,"progress":0.5}'
+    )
     entry = ev.decode("5-0", "strategy.progress", data)
     assert isinstance(entry.event, ev.StrategyProgress)
     assert entry.event.v == 2 and entry.event.message == " (from v1)"

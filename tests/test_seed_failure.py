@@ -30,7 +30,10 @@ def _entry_key(entry_id: str | None) -> tuple[int, int]:
 
 
 async def _poll_until_done(
-    client: httpx.AsyncClient, apis: list[str], scan_id: str, headers: dict[str, str],
+    client: httpx.AsyncClient,
+    apis: list[str],
+    scan_id: str,
+    headers: dict[str, str],
     answers: list[int],
 ) -> None:
     previous: dict | None = None
@@ -40,7 +43,9 @@ async def _poll_until_done(
         response = await client.get(f"{apis[turn % len(apis)]}/v1/scans/{scan_id}", headers=headers)
         turn += 1
         answers.append(response.status_code)
-        assert response.status_code == 200, f"poll {turn} on {apis[(turn - 1) % 3]}: {response.text}"
+        assert response.status_code == 200, (
+            f"poll {turn} on {apis[(turn - 1) % 3]}: {response.text}"
+        )
         status = response.json()
         if previous is not None:
             assert STATE_ORDER[status["state"]] >= STATE_ORDER[previous["state"]], "state went back"
@@ -73,7 +78,8 @@ def test_status_is_200_on_every_api_process_for_the_whole_scan(
             scan_ids = []
             for i in range(SCANS):
                 created = await client.post(
-                    f"{apis[i % 3]}/v1/scans", headers=headers,
+                    f"{apis[i % 3]}/v1/scans",
+                    headers=headers,
                     json={"params": {"pace_ms": 40, "seed": i}},
                 )
                 assert created.status_code == 202, created.text

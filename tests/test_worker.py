@@ -13,25 +13,32 @@ from scanstream.settings import Settings
 from scanstream.store import EventStore
 from scanstream.strategies.api import Strategy, StrategyContext
 from tests.support import strategies as ts
-from tests.support.scans import start_scan, wait_until_ended, workers_running
+from tests.support.faults import start_scan, wait_until_ended, workers_running
 
 pytestmark = pytest.mark.anyio
 
-TEST_STRATEGIES = {s.name: s for s in (ts.noop, ts.finder, ts.slow, ts.sleeper, ts.poison, ts.flaky)}
+TEST_STRATEGIES = {
+    s.name: s for s in (ts.noop, ts.finder, ts.slow, ts.sleeper, ts.poison, ts.flaky)
+}
 
 
 async def _noop(ctx: StrategyContext) -> None:
     return None
 
 
-async def test_a_scan_runs_every_strategy_and_ends_completed(settings: Settings, store: EventStore) -> None:
-    """Given noop, finder and flaky, when a worker runs them, the scan completes with every finding."""
+async def test_a_scan_runs_every_strategy_and_ends_completed(
+    settings: Settings, store: EventStore
+) -> None:
+    """Given noop, finder and flaky, when a worker runs them, the scan completes with all findings."""
     async with workers_running(settings, TEST_STRATEGIES):
         scan_id = await start_scan(store, ["noop", "finder", "flaky"], {"finds": 4})
         view = await wait_until_ended(store, scan_id)
     assert view.state == "completed"
     assert {s.name: s.state for s in view.strategies.values()} == {
-        "noop": "completed", "finder": "completed", "flaky": "completed"}
+        "noop": "completed",
+        "finder": "completed",
+        "flaky": "completed",
+    }
     assert view.strategies["flaky"].attempts == 2
     assert len(view.opportunities) == 5
     scores = [o.score for o in view.ranked_opportunities()]
@@ -52,13 +59,19 @@ async def test_a_poison_strategy_is_retried_then_dead_lettered_and_the_scan_stil
     poison = view.strategies["poison"]
     assert (poison.state, poison.attempts) == ("failed", settings.max_attempts)
     assert poison.error is not None and poison.error.message == "poisoned input"
-    failures = [e.event for e in await store.read(scan_id) if isinstance(e.event, ev.StrategyFailed)]
+    failures = [
+        e.event for e in await store.read(scan_id) if isinstance(e.event, ev.StrategyFailed)
+    ]
     assert [f.final for f in failures] == [False] * (settings.max_attempts - 1) + [True]
     dead = await store.redis.xrange(store.keys.dead_letters)
-    assert [(d[b"scan_id"].decode(), d[b"strategy"].decode()) for _, d in dead] == [(scan_id, "poison")]
+    assert [(d[b"scan_id"].decode(), d[b"strategy"].decode()) for _, d in dead] == [
+        (scan_id, "poison")
+    ]
 
 
-async def test_a_scan_whose_every_strategy_fails_ends_failed(settings: Settings, store: EventStore) -> None:
+async def test_a_scan_whose_every_strategy_fails_ends_failed(
+    settings: Settings, store: EventStore
+) -> None:
     """Given only a poison strategy, the scan ends `failed`, not stuck `running`."""
     async with workers_running(settings, TEST_STRATEGIES):
         scan_id = await start_scan(store, ["poison"])
@@ -84,7 +97,9 @@ async def test_exactly_one_terminal_event_when_50_strategies_finish_together(
     assert isinstance(event, ev.ScanCompleted) and event.strategies_completed == 50
 
 
-async def test_cancel_stops_running_strategies_within_a_second(settings: Settings, store: EventStore) -> None:
+async def test_cancel_stops_running_strategies_within_a_second(
+    settings: Settings, store: EventStore
+) -> None:
     """Given slow strategies running, when the scan is cancelled, they stop within a second
     and nothing is written after scan.cancelled."""
     async with workers_running(settings, TEST_STRATEGIES) as (worker,):
@@ -92,8 +107,9 @@ async def test_cancel_stops_running_strategies_within_a_second(settings: Setting
         while len(worker.inflight) < 2:
             await anyio.sleep(0.02)
         await anyio.sleep(0.2)
-        status, _ = await store.end_scan(scan_id, "scan.cancelled",
-                                         before=[ev.stamp(ev.ScanCancelRequested, user_id="alice")])
+        status, _ = await store.end_scan(
+            scan_id, "scan.cancelled", before=[ev.stamp(ev.ScanCancelRequested, user_id="alice")]
+        )
         assert status == "ok"
         began = time.monotonic()
         while worker.inflight:
@@ -110,7 +126,9 @@ async def test_cancel_stops_running_strategies_within_a_second(settings: Setting
     assert pending["pending"] == 0
 
 
-async def test_a_job_left_pending_by_a_dead_consumer_is_reclaimed(settings: Settings, store: EventStore) -> None:
+async def test_a_job_left_pending_by_a_dead_consumer_is_reclaimed(
+    settings: Settings, store: EventStore
+) -> None:
     """Given a job taken by a consumer that died before running it, another worker reclaims it
     after the idle time and the scan completes."""
     scan_id = await start_scan(store, ["finder"])
@@ -127,8 +145,19 @@ async def test_a_superseded_attempt_cannot_write(settings: Settings, store: Even
     first = await store.start_strategy(scan_id, "finder", "w1")
     second = await store.start_strategy(scan_id, "finder", "w2")
     assert (first.attempt, second.attempt) == (1, 2)
-    late = await store.finish_strategy(scan_id, "finder", 1, [ev.stamp(
-        ev.StrategyCompleted, strategy="finder", attempt=1, opportunities=0, duration_ms=1)])
+    late = await store.finish_strategy(
+        scan_id,
+        "finder",
+        1,
+        [
+            ev.stamp(
+                ev.StrategyCompleted, strategy="finder", attempt=1, opportunities=0, duration_ms=1
+            )
+        ],
+    )
     assert late.status == "stale"
     assert [e.type for e in await store.read(scan_id)] == [
-        "scan.requested", "strategy.started", "strategy.started"]
+        "scan.requested",
+        "strategy.started",
+        "strategy.started",
+    ]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from scanstream.events import Opportunity, Side
 
 
-class StrategyStopped(Exception):  # noqa: N818 - a signal, not a failure
+class StrategyStopped(Exception):
     """Raised inside a strategy when it must stop: the scan ended or the attempt lost its job."""
 
 
@@ -46,8 +46,14 @@ class StrategyContext(Protocol):
     async def progress(self, fraction: float, message: str = "") -> None: ...
     async def found(self, opportunity: Opportunity) -> None: ...
     def opportunity(
-        self, *, symbol: str, side: Side, score: float, expected_return: float,
-        details: Mapping[str, Any] | None = None, key: str = "",
+        self,
+        *,
+        symbol: str,
+        side: Side,
+        score: float,
+        expected_return: float,
+        details: Mapping[str, Any] | None = None,
+        key: str = "",
     ) -> Opportunity: ...
 
 
@@ -80,8 +86,15 @@ def opportunity_id(strategy: str, fingerprint: str, symbol: str, side: str, key:
 
 
 def make_opportunity(
-    *, strategy: str, fingerprint: str, symbol: str, side: Side, score: float,
-    expected_return: float, details: Mapping[str, Any] | None = None, key: str = "",
+    *,
+    strategy: str,
+    fingerprint: str,
+    symbol: str,
+    side: Side,
+    score: float,
+    expected_return: float,
+    details: Mapping[str, Any] | None = None,
+    key: str = "",
 ) -> Opportunity:
     return Opportunity(
         id=opportunity_id(strategy, fingerprint, symbol, side, key),

@@ -23,18 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a scanstream process needs to join the test's Redis and prefix."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCANSTREAM_")}
-    env.update({
-        "SCANSTREAM_REDIS_URL": settings.redis_url or "",
-        "SCANSTREAM_SECRET": settings.secret or "",
-        "SCANSTREAM_PREFIX": settings.prefix,
-        "SCANSTREAM_STRATEGIES": ",".join(settings.strategy_modules),
-        "SCANSTREAM_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
-        "SCANSTREAM_HEARTBEAT_MS": str(settings.heartbeat_ms),
-        "SCANSTREAM_RETRY_BACKOFF": str(settings.retry_backoff_s),
-        "SCANSTREAM_MAX_ATTEMPTS": str(settings.max_attempts),
-        "SCANSTREAM_RETENTION": str(settings.retention_s),
-        "PYTHONPATH": str(REPO),
-    })
+    env.update(
+        {
+            "SCANSTREAM_REDIS_URL": settings.redis_url or "",
+            "SCANSTREAM_SECRET": settings.secret or "",
+            "SCANSTREAM_PREFIX": settings.prefix,
+            "SCANSTREAM_STRATEGIES": ",".join(settings.strategy_modules),
+            "SCANSTREAM_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+            "SCANSTREAM_HEARTBEAT_MS": str(settings.heartbeat_ms),
+            "SCANSTREAM_RETRY_BACKOFF": str(settings.retry_backoff_s),
+            "SCANSTREAM_MAX_ATTEMPTS": str(settings.max_attempts),
+            "SCANSTREAM_RETENTION": str(settings.retention_s),
+            "PYTHONPATH": str(REPO),
+        }
+    )
     env.update(extra)
     return env
 
@@ -52,11 +54,15 @@ class Proc:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Proc:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "scanstream", *self.args], env=dict(self.env), cwd=REPO,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scanstream", *self.args],
+                env=dict(self.env),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def wait_http_ready(self, timeout_s: float = 20.0) -> Proc:
@@ -91,14 +97,27 @@ class Proc:
 
 def api_proc(settings: Settings, log_dir: Path, **env: str) -> Proc:
     port = free_port()
-    return Proc(["api", "--port", str(port)], env_for(settings, **env),
-                log_dir / f"api-{port}.log", port=port)
+    return Proc(
+        ["api", "--port", str(port)],
+        env_for(settings, **env),
+        log_dir / f"api-{port}.log",
+        port=port,
+    )
 
 
-def worker_proc(settings: Settings, log_dir: Path, concurrency: int = 8, grace_s: float = 5.0,
-                name: str = "worker", **env: str) -> Proc:
-    return Proc(["worker", "--concurrency", str(concurrency), "--grace", str(grace_s)],
-                env_for(settings, **env), log_dir / f"{name}-{time.monotonic_ns()}.log")
+def worker_proc(
+    settings: Settings,
+    log_dir: Path,
+    concurrency: int = 8,
+    grace_s: float = 5.0,
+    name: str = "worker",
+    **env: str,
+) -> Proc:
+    return Proc(
+        ["worker", "--concurrency", str(concurrency), "--grace", str(grace_s)],
+        env_for(settings, **env),
+        log_dir / f"{name}-{time.monotonic_ns()}.log",
+    )
 
 
 @contextmanager

@@ -24,12 +24,20 @@ def market_factory(params: Mapping[str, Any]) -> Any:
     return market_for(parse_params(dict(params)))
 
 
-async def start_scan(store: EventStore, strategies: Sequence[str],
-                     params: dict[str, Any] | None = None, user_id: str = "alice") -> str:
+async def start_scan(
+    store: EventStore,
+    strategies: Sequence[str],
+    params: dict[str, Any] | None = None,
+    user_id: str = "alice",
+) -> str:
     """What POST /v1/scans does underneath: scan.requested, then one job per strategy."""
     scan_id = new_scan_id()
-    await store.create_scan(scan_id, ev.stamp(
-        ev.ScanRequested, user_id=user_id, strategies=list(strategies), params=params or {}))
+    await store.create_scan(
+        scan_id,
+        ev.stamp(
+            ev.ScanRequested, user_id=user_id, strategies=list(strategies), params=params or {}
+        ),
+    )
     await jobs.ensure_group(store.redis, store.keys)
     pipe = store.redis.pipeline(transaction=False)
     jobs.enqueue_into(pipe, store.keys, scan_id, strategies)
@@ -48,11 +56,13 @@ async def wait_until_ended(store: EventStore, scan_id: str, timeout_s: float = 3
 
 
 @asynccontextmanager
-async def workers_running(settings: Settings, strategies: Mapping[str, Strategy],
-                          count: int = 1, concurrency: int = 8) -> AsyncIterator[list[Worker]]:
+async def workers_running(
+    settings: Settings, strategies: Mapping[str, Strategy], count: int = 1, concurrency: int = 8
+) -> AsyncIterator[list[Worker]]:
     """`count` real workers in this process, drained (as on SIGTERM) at the end of the block."""
-    started = [Worker(settings, strategies, market_factory, concurrency=concurrency)
-               for _ in range(count)]
+    started = [
+        Worker(settings, strategies, market_factory, concurrency=concurrency) for _ in range(count)
+    ]
     async with anyio.create_task_group() as tg:
         for worker in started:
             await tg.start(worker.run)

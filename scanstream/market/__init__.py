@@ -1,0 +1,75 @@
+"""Market data for strategies: `parse_params` a scan's params, then `market_for` them.
+
+    from scanstream.market import market_for, parse_params
+    market = market_for(parse_params(request_params))
+
+`market_for` keeps the last few markets, so the strategies of one scan in one process
+share one market instead of each building its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from scanstream.market.csv_source import CsvMarket, csv_signature, write_csv
+from scanstream.market.data import Bars, Basis, Funding, Market, MarketDataError
+from scanstream.market.params import DEFAULT_SYMBOLS, DEFAULT_VENUES, MarketParams, parse_params
+from scanstream.market.synthetic import SyntheticMarket
+
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "DEFAULT_VENUES",
+    "Bars",
+    "Basis",
+    "CsvMarket",
+    "Funding",
+    "Market",
+    "MarketDataError",
+    "MarketParams",
+    "SyntheticMarket",
+    "build_market",
+    "market_for",
+    "parse_params",
+    "write_csv",
+]
+
+CACHE_SIZE = 4  # a market can be large: up to ~30 MB (see MAX_SYNTHETIC_BARS)
+_cache: OrderedDict[Hashable, Market] = OrderedDict()
+_lock = threading.Lock()
+
+
+def build_market(params: MarketParams) -> Market:
+    """Build the market `params` describe, uncached."""
+    if params.source == "csv":
+        return CsvMarket(params)
+    return SyntheticMarket(params)
+
+
+def market_for(params: MarketParams) -> Market:
+    """The market `params` describe, from a small LRU cache (thread-safe).
+
+    The key is the params themselves, plus each CSV file's size and mtime for the CSV
+    source, so an edited folder is read again. Building the default synthetic market takes
+    tens of milliseconds: call this from a worker thread if that is too long to block for.
+    """
+    key: Hashable = (params, csv_signature(params.csv_dir) if params.csv_dir else None)
+    with _lock:
+        market = _cache.get(key)
+        if market is not None:
+            _cache.move_to_end(key)
+            return market
+    market = build_market(params)
+    with _lock:
+        _cache[key] = market
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return market
+
+
+def clear_cache() -> None:
+    """Forget every cached market (tests, or after replacing CSV files in place)."""
+    with _lock:
+        _cache.clear()
