@@ -6,12 +6,13 @@ import argparse
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import anyio
 
 from scanstream import logs
-from scanstream.embedded import RedisProcess
+from scanstream.embedded import RedisProcess, free_port
 from scanstream.settings import Settings
 
 log = logging.getLogger("scanstream.dev")
@@ -30,7 +31,20 @@ def _secret(data_dir: Path) -> str:
     return value
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def run_dev(args: argparse.Namespace) -> int:
+    if not _port_free(args.host, args.port):
+        taken = args.port
+        args.port = free_port()
+        print(f"port {taken} is in use; serving on {args.port} instead (choose one with --port)")
     settings = Settings.from_env()
     logs.configure(settings.log_format, level=logging.WARNING)
     data_dir = Path(settings.data_dir).resolve()
@@ -73,26 +87,43 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     token = make_token(settings.secret or "", DEMO_USER)
     base = f"http://{args.host}:{args.port}"
     exit_code = 0
+    server_done = anyio.Event()
+
+    async def serve_api() -> None:
+        try:
+            await server.serve()  # returns on Ctrl-C / SIGTERM or when told to exit
+        finally:
+            server_done.set()
+
+    workers = [
+        Worker(
+            settings,
+            strategies,
+            lambda p: market_for(parse_params(dict(p))),
+            concurrency=args.concurrency,
+        )
+        for _ in range(max(1, args.workers))
+    ]
     async with anyio.create_task_group() as tg:
-        for _ in range(max(1, args.workers)):
-            worker = Worker(
-                settings,
-                strategies,
-                lambda p: market_for(parse_params(dict(p))),
-                concurrency=args.concurrency,
-            )
-            tg.start_soon(worker.run)
-        tg.start_soon(server.serve)
-        while not server.started:
+        for worker in workers:
+            await tg.start(worker.run)
+        tg.start_soon(serve_api)
+        while not server.started and not server_done.is_set():
             await anyio.sleep(0.05)
+        if server_done.is_set():
+            raise SystemExit(f"the API could not start on {base}")
         print(f"\nscanstream is running: API {base}, {len(strategies)} strategies")
         print(f"dashboard: {base}/#token={token}")
         print(f"token for user {DEMO_USER!r}: export SCANSTREAM_TOKEN={token}\n")
         if not args.no_demo:
             exit_code = await anyio.to_thread.run_sync(_demo, base, token)
-        if args.exit_after_demo:
-            server.should_exit = True
-            tg.cancel_scope.cancel()
+            if args.exit_after_demo:
+                server.should_exit = True
+            else:
+                print(f"\nstill serving: dashboard {base}/#token={token} (Ctrl-C stops)")
+        await server_done.wait()
+        for worker in workers:
+            await worker.drain(grace_s=5.0)
     return exit_code
 
 

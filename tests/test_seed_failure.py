@@ -18,7 +18,7 @@ from scanstream.settings import Settings
 from tests.support.procs import api_proc, running, worker_proc
 
 STATE_ORDER = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
-SCANS = 4
+SCANS = 6
 POLL_INTERVAL_S = 0.02
 
 
@@ -80,7 +80,7 @@ def test_status_is_200_on_every_api_process_for_the_whole_scan(
                 created = await client.post(
                     f"{apis[i % 3]}/v1/scans",
                     headers=headers,
-                    json={"params": {"pace_ms": 40, "seed": i}},
+                    json={"params": {"pace_ms": 80, "seed": i}},
                 )
                 assert created.status_code == 202, created.text
                 scan_ids.append(created.json()["scan_id"])

@@ -1,0 +1,122 @@
+"""The ASGI application: `create_app(settings)`, and `app_from_env()` for `uvicorn --factory`.
+
+The Redis clients are created in the lifespan and closed on shutdown. Start-up never
+needs Redis to answer: the app starts anyway, `/readyz` says 503 until Redis is back,
+and every other route answers `503 store_unavailable` meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from scanstream import redis_conn
+from scanstream.api import routes_events, routes_ops, routes_scans, routes_web
+from scanstream.api.bodies import StrategyInfo, StrategyList
+from scanstream.api.context import ApiContext
+from scanstream.api.errors import EXCEPTION_HANDLERS
+from scanstream.api.metrics import ApiMetrics, MetricsMiddleware
+from scanstream.errors import ConfigError
+from scanstream.keys import Keys
+from scanstream.live.fanout import Fanout, FanoutCollector
+from scanstream.projection_cache import ProjectionCache
+from scanstream.scan_index import ScanIndex
+from scanstream.service import ParamsValidator, ScanService
+from scanstream.settings import Settings
+from scanstream.store import EventStore
+
+log = logging.getLogger("scanstream.api")
+
+HOT_POOL_SIZE = 256  # connections for short commands; redis-py raises past this, not waits
+BLOCKING_READERS = 64  # concurrent XREAD BLOCK waiters; more fall back to polling
+
+
+def _load_strategies(settings: Settings) -> Mapping[str, Any]:
+    from scanstream.strategies.registry import load_strategies  # built by another module
+
+    return load_strategies(settings.strategy_modules)
+
+
+def _params_validator() -> ParamsValidator:
+    # The market part (`scanstream.market.parse_params`) and each chosen strategy's
+    # knobs (`params.<strategy>.<knob>`), so a bad value is a 422 now, not a failed job.
+    from scanstream.strategies.registry import check_params
+
+    return check_params
+
+
+def _check(settings: Settings) -> tuple[str, str]:
+    if not settings.secret:
+        raise ConfigError(
+            "SCANSTREAM_SECRET is not set: the API signs and checks bearer tokens with it. "
+            "Set it to a long random string (or run `scanstream dev`, which makes one)."
+        )
+    if not settings.redis_url:
+        raise ConfigError(
+            "SCANSTREAM_REDIS_URL is not set: the API needs a Redis (redis://, rediss:// or "
+            "unix://). `scanstream dev` starts an embedded one and sets it for its children."
+        )
+    return settings.secret, settings.redis_url
+
+
+def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The API. `extra_routes` are mounted before the `/v1/scans/...` catch-all 404
+    (the SSE route and the dashboard go there)."""
+    secret, url = _check(settings)
+    strategies = _load_strategies(settings)
+    validate_params = _params_validator()
+    strategies_json = msgspec.json.encode(StrategyList(strategies=[
+        StrategyInfo(name=s.name, description=s.description) for s in strategies.values()
+    ]))
+    metrics = ApiMetrics()
+    live = Fanout(settings, Keys(settings.prefix))  # SSE: one tail reader per process
+    metrics.registry.register(FanoutCollector(live))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ApiContext]]:
+        keys = Keys(settings.prefix)
+        redis = redis_conn.client(url, max_connections=HOT_POOL_SIZE)
+        blocking = redis_conn.client(url, max_connections=BLOCKING_READERS)
+        store = EventStore(redis, keys, retention_s=settings.retention_s)
+        cache = ProjectionCache(store)
+        index = ScanIndex(redis, keys, ttl_s=int(settings.retention_s + settings.scan_deadline_s))
+        service = ScanService(
+            store=store, cache=cache, index=index, keys=keys, strategies=list(strategies),
+            validate_params=validate_params, blocking=blocking, blocking_readers=BLOCKING_READERS,
+        )
+        await service.prepare()  # tolerates a Redis that is down: retried on first create
+        metrics.cache = cache
+        ctx = ApiContext(
+            settings=settings, secret=secret, metrics=metrics, store=store, cache=cache,
+            service=service, redis=redis, blocking=blocking, strategies_json=strategies_json,
+        )
+        await live.start(redis_conn.client(url, max_connections=1), redis)
+        try:
+            yield {"ctx": ctx}
+        finally:
+            await live.stop()
+            await blocking.aclose()
+            await redis.aclose()
+
+    app = Starlette(
+        routes=[*routes_ops.ROUTES, *routes_scans.ROUTES, *routes_events.ROUTES, *extra_routes,
+                *routes_scans.CATCH_ALL, *routes_web.ROUTES],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.live = live
+    return app
+
+
+def app_from_env() -> Starlette:
+    """`uvicorn --factory scanstream.api.app:app_from_env`: settings from SCANSTREAM_*."""
+    return create_app(Settings.from_env())

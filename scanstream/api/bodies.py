@@ -1,0 +1,87 @@
+"""Request and response bodies of the HTTP API that are not status or results.
+
+The Structs are also the OpenAPI schemas (see `openapi.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
+
+from scanstream.errors import InvalidRequest
+from scanstream.render import ScanStatus
+
+
+class CreateScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/scans`. No `strategies` (or null): every available strategy."""
+
+    strategies: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]],
+                          msgspec.Meta(max_length=1000)] | None = None
+    params: dict[str, Any] | None = None
+
+
+class ScanList(msgspec.Struct, kw_only=True):
+    scans: list[ScanStatus]
+    next: str | None
+
+
+class LogEvent(msgspec.Struct, kw_only=True):
+    """One log entry, as an SSE message's `data`: the event's own fields plus these.
+
+    An entry that cannot be read carries its raw `data` as a string and a `problem`.
+    """
+
+    id: str
+    type: str
+    scan_id: str
+
+
+class LogPage(msgspec.Struct, kw_only=True):
+    events: list[dict[str, Any]]
+    next: str | None
+
+
+class StrategyInfo(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+
+
+class StrategyList(msgspec.Struct, kw_only=True):
+    strategies: list[StrategyInfo]
+
+
+class Health(msgspec.Struct, kw_only=True):
+    status: str
+
+
+_create_decoder = msgspec.json.Decoder(CreateScan)
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """(field path, message) of a msgspec error: `$.strategies[2]` becomes `strategies[2]`."""
+    match = _AT.match(str(exc))
+    if match is None:  # pragma: no cover - the pattern matches any string
+        return "body", str(exc)
+    path = (match["path"] or "").lstrip(".")
+    return path or "body", match["msg"]
+
+
+def decode_create(body: bytes) -> CreateScan:
+    """Parse the create body. Raises `ValueError` (not JSON) or `InvalidRequest` (schema)."""
+    if not body.strip():
+        return CreateScan()  # no body at all: the defaults
+    try:
+        return _create_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        field, msg = field_of(exc)
+        if msg.startswith("Object contains unknown field"):
+            unknown = msg.split("`")[1] if "`" in msg else field
+            raise InvalidRequest(f"{unknown}: unknown field", field=unknown) from None
+        raise InvalidRequest(f"{field}: {msg}", field=field) from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body: nested too deeply", field="body") from None

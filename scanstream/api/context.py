@@ -1,0 +1,32 @@
+"""What every handler needs, built once in the lifespan and handed over as typed state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
+
+from scanstream.api.metrics import ApiMetrics
+from scanstream.projection_cache import ProjectionCache
+from scanstream.service import ScanService
+from scanstream.settings import Settings
+from scanstream.store import EventStore
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    settings: Settings
+    secret: str
+    metrics: ApiMetrics
+    store: EventStore
+    cache: ProjectionCache
+    service: ScanService
+    redis: Redis  # the hot-path client: short commands only
+    blocking: Redis  # its own pool, for XREAD BLOCK (results?wait=, and later SSE)
+    strategies_json: bytes  # `GET /v1/strategies`, encoded once
+
+
+def context(conn: HTTPConnection) -> ApiContext:
+    return cast(ApiContext, conn.state.ctx)

@@ -1,0 +1,1 @@
+"""Live progress: Server-Sent Events framing and the per-process fan-out of stream entries."""

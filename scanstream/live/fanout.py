@@ -1,0 +1,387 @@
+"""One tail reader per API process, handing stream entries to every SSE subscriber.
+
+A thousand browsers watching scans must not mean a thousand blocking Redis connections.
+Each process runs one task that reads every watched stream with a single multiplexed
+`XREAD BLOCK` (one key per watched scan) on a connection of its own, formats each entry
+once, and puts it in the bounded queue of every subscriber of that scan. Redis
+connections per process stay O(1) in the number of subscribers.
+
+Exactly once across the replay -> live handoff. A subscriber is registered for its
+stream (synchronously) before it reads anything. The stream's tail position `P` is then
+known: either the tail reader already follows the stream, or one `XREVRANGE + - COUNT 1`
+fixes it. From then on every entry after `P` reaches the subscriber's queue (the reader
+hands out entries and advances `P` in one step, with no await between), and the replay,
+which reads the stream after `P` was fixed, covers every entry up to `P`. The subscriber
+sends an entry only if its id is above the last id it sent, so the overlap is skipped.
+
+The set of watched streams changes while a read is blocked: the read is bounded
+(`TAIL_BLOCK_MS`), so a newly watched stream joins the next read at most that late. Its
+entries are never lost meanwhile, only delayed: the read resumes from its concrete
+position, never from `$`. Streams that already are watched are not delayed at all.
+
+On Redis Cluster, one XREAD may only name keys of one hash slot; each scan has its own
+slot, so a cluster deployment would need one read per slot (or per node, with a reader
+per node). This module targets a single Redis node (or a primary with replicas).
+
+A slow subscriber never delays the others: `put_nowait` into a full queue drops that
+subscriber (its connection is closed; the client resumes with `Last-Event-ID`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+
+from scanstream import events as ev
+from scanstream.errors import ScanstreamError
+from scanstream.keys import Keys
+from scanstream.live import sse
+from scanstream.settings import Settings
+from scanstream.store import REDIS_FAULTS, store_errors
+
+log = logging.getLogger("scanstream.live")
+
+TAIL_BLOCK_MS = 200  # bound on one XREAD BLOCK: how late a newly watched stream may join
+TAIL_COUNT = 500  # entries per stream per read
+REPLAY_PAGE = 500  # entries per replay read
+REPLAY_READERS = 32  # replay reads in flight at once: a reconnect storm cannot take the pool
+DROP_GRACE_S = 2.0  # a dropped subscriber's last bytes get this long before its socket is cut
+BACKOFF_S = (0.05, 2.0)  # the tail reader's retry delays while Redis is unreachable
+RETRY_AFTER_S = 2  # what a refused (429) connection is told
+
+
+class SseFull(ScanstreamError):
+    """Too many SSE connections: for this user, or on this process."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One entry, formatted once, shared by every subscriber of its stream."""
+
+    key: tuple[int, int]
+    data: bytes
+    terminal: bool
+
+
+HEARTBEAT = Item((-1, -1), sse.KEEPALIVE, False)
+CLOSE = Item((-1, -1), b"", False)
+
+
+class Subscriber:
+    """One SSE connection: counted from admission to close; fed entries while it follows."""
+
+    __slots__ = ("_timer", "abort", "dropped", "key", "last_write", "queue", "scan_id", "user")
+
+    def __init__(self, user: str, scan_id: str, buffer: int) -> None:
+        self.user = user
+        self.scan_id = scan_id
+        self.key: str | None = None  # the stream it follows, once it follows one
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(buffer)
+        self.dropped: str | None = None  # why the server closes it early
+        self.last_write = time.monotonic()
+        self.abort: Callable[[], object] | None = None  # cuts the connection (set by the response)
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def next_batch(self) -> list[Item]:
+        """Wait for at least one item; return every item queued by then."""
+        items = [await self.queue.get()]
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+
+class Fanout:
+    def __init__(self, settings: Settings, keys: Keys) -> None:
+        self.keys = keys
+        self.max_per_user = settings.sse_max_per_user
+        self.max_total = settings.sse_max
+        self.buffer = max(1, settings.sse_buffer)
+        self.heartbeat_s = max(0.01, settings.sse_heartbeat_s)
+        self.tail: Redis | None = None  # its own connection: XREAD BLOCK only
+        self.redis: Redis | None = None  # the hot client: one XREVRANGE per new stream
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._subscribers: set[Subscriber] = set()
+        self._per_user: Counter[str] = Counter()
+        self._watchers: dict[str, set[Subscriber]] = {}  # stream key -> its subscribers
+        self._positions: dict[str, str] = {}  # stream key -> last id handed out
+        self._scan_of: dict[str, str] = {}  # stream key -> scan id
+        self._lookups: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.page_size = REPLAY_PAGE
+        self.replay_slots = asyncio.Semaphore(REPLAY_READERS)
+        # counters for /metrics
+        self.dropped_slow = 0
+        self.dropped_other = 0
+        self.rejected = 0
+        self.reads = 0
+        self.read_errors = 0
+        self.delivered = 0
+
+    # -- lifecycle (the app's lifespan) -----------------------------------------------
+
+    async def start(self, tail: Redis, redis: Redis) -> None:
+        """Start the tail reader on `tail` (a client of its own, closed by `stop`); `redis`
+        is the app's hot client, for the short reads."""
+        self.tail, self.redis = tail, redis
+        self.loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.replay_slots = asyncio.Semaphore(REPLAY_READERS)
+        self._tasks = [asyncio.create_task(self._tail_loop(), name="sse-tail"),
+                       asyncio.create_task(self._heartbeat_loop(), name="sse-heartbeat")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._lookups.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.tail is not None:
+            await self.tail.aclose()  # the fan-out owns its tail connection
+            self.tail = None
+
+    # -- admission and following ------------------------------------------------------
+
+    def admit(self, user: str, scan_id: str) -> Subscriber:
+        """Count a new SSE connection, or raise `SseFull` when a cap is reached."""
+        if len(self._subscribers) >= self.max_total:
+            self.rejected += 1
+            raise SseFull(f"This server holds {self.max_total} event streams already; "
+                          "retry shortly.")
+        if self._per_user[user] >= self.max_per_user:
+            self.rejected += 1
+            raise SseFull(f"You have {self.max_per_user} event streams open already; "
+                          "close one or retry shortly.")
+        sub = Subscriber(user, scan_id, self.buffer)
+        self._subscribers.add(sub)
+        self._per_user[user] += 1
+        return sub
+
+    async def follow(self, sub: Subscriber) -> None:
+        """Register `sub` for its scan's new entries; returns once the tail position is
+        fixed, so a replay read from now on overlaps the live entries (never leaves a gap)."""
+        key = self.keys.events(sub.scan_id)
+        sub.key = key
+        self._watchers.setdefault(key, set()).add(sub)
+        self._scan_of[key] = sub.scan_id
+        if key in self._positions:
+            return
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = asyncio.create_task(self._lookup(key))
+        await asyncio.shield(lookup)
+
+    async def read_page(self, scan_id: str, after: str | None, *,
+                        inclusive: bool = False) -> list[ev.LogEntry]:
+        """Up to `page_size` entries after `after` (from it, when `inclusive`; from the
+        start when None or 0-0): the replay's reads, on the hot client."""
+        assert self.redis is not None, "the fan-out is not started"
+        if after is None or after == "0-0":
+            start, count = "-", self.page_size
+        elif inclusive:
+            start, count = after, self.page_size + 1
+        else:
+            start, count = f"({after}", self.page_size
+        async with store_errors():
+            raw: Any = await self.redis.xrange(self.keys.events(scan_id), start, "+", count=count)
+        return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw]
+
+    async def _lookup(self, key: str) -> None:
+        assert self.redis is not None, "the fan-out is not started"
+        try:
+            async with store_errors():
+                last: Any = await self.redis.xrevrange(key, "+", "-", count=1)
+        finally:
+            if self._lookups.get(key) is asyncio.current_task():
+                del self._lookups[key]
+        if key in self._watchers and key not in self._positions:
+            self._positions[key] = last[0][0].decode() if last else "0-0"
+            self._wake.set()
+
+    def close(self, sub: Subscriber) -> None:
+        """Forget `sub` entirely (idempotent): the response calls it in its `finally`."""
+        self._unwatch(sub)
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            self._per_user[sub.user] -= 1
+            if self._per_user[sub.user] <= 0:
+                del self._per_user[sub.user]
+        if sub._timer is not None:
+            sub._timer.cancel()
+            sub._timer = None
+
+    def _unwatch(self, sub: Subscriber) -> None:
+        key = sub.key
+        if key is None:
+            return
+        watchers = self._watchers.get(key)
+        if watchers is not None:
+            watchers.discard(sub)
+            if not watchers:
+                del self._watchers[key]
+                self._positions.pop(key, None)
+                self._scan_of.pop(key, None)
+
+    def drop(self, sub: Subscriber, reason: str, *, slow: bool = False) -> None:
+        """Close `sub` early: it stops receiving now, ends its response, and if it cannot
+        even send that end within `DROP_GRACE_S` its connection is cut."""
+        if sub.dropped is not None or sub not in self._subscribers:
+            return
+        sub.dropped = reason
+        if slow:
+            self.dropped_slow += 1
+        else:
+            self.dropped_other += 1
+        self._unwatch(sub)
+        with contextlib.suppress(asyncio.QueueFull):  # full: it sees `dropped` later
+            sub.queue.put_nowait(CLOSE)
+        if self.loop is not None:
+            sub._timer = self.loop.call_later(DROP_GRACE_S, self._cut, sub)
+
+    @staticmethod
+    def _cut(sub: Subscriber) -> None:
+        sub._timer = None
+        if sub.abort is not None:
+            sub.abort()
+
+    def drop_all(self, reason: str = "the server closed the stream") -> int:
+        """Drop every connection (an operator's or a test's hook); call it on the loop."""
+        subs = list(self._subscribers)
+        for sub in subs:
+            self.drop(sub, reason)
+        return len(subs)
+
+    # -- the tail reader --------------------------------------------------------------
+
+    async def _tail_loop(self) -> None:
+        assert self.tail is not None
+        delay = BACKOFF_S[0]
+        while True:
+            streams: Any = dict(self._positions)
+            if not streams:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                reply = await self.tail.xread(streams, count=TAIL_COUNT, block=TAIL_BLOCK_MS)
+            except REDIS_FAULTS as exc:
+                self.read_errors += 1
+                log.warning("SSE tail read failed (retrying in %.2fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_S[1])
+                continue
+            delay = BACKOFF_S[0]
+            self.reads += 1
+            for key, raw in _stream_replies(reply):
+                self._dispatch(key, raw)
+
+    def _dispatch(self, key: str, raw: Sequence[tuple[bytes, Any]]) -> None:
+        """Hand the entries after the stream's position to its subscribers; advance it.
+        No await in here: position and hand-out move together (see the module doc)."""
+        position = self._positions.get(key)
+        watchers = self._watchers.get(key)
+        if position is None or not watchers:
+            return  # not watched (any more), or its position is still being fixed
+        floor = sse.id_key(position)
+        scan_id = self._scan_of[key]
+        items: list[Item] = []
+        for entry_id, fields in raw:
+            entry = ev.decode_entry(entry_id, fields)
+            item_key = sse.id_key(entry.id)
+            if item_key <= floor:
+                continue  # a read that started before this stream was re-watched
+            items.append(Item(item_key, sse.message(scan_id, entry), sse.ends_stream(entry)))
+        if not items:
+            return
+        self._positions[key] = sse.id_str(items[-1].key)
+        for sub in list(watchers):
+            put = sub.queue.put_nowait
+            try:
+                for item in items:
+                    put(item)
+            except asyncio.QueueFull:
+                self.drop(sub, "too slow: its buffer of events overflowed", slow=True)
+        self.delivered += len(items) * len(watchers)
+
+    async def _heartbeat_loop(self) -> None:
+        """Queue a keep-alive comment for every idle follower, so each connection sends
+        something at least every `heartbeat_s` (one timer per process, not per connection)."""
+        tick = min(1.0, self.heartbeat_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            due = time.monotonic() - (self.heartbeat_s - tick)
+            for watchers in self._watchers.values():
+                for sub in watchers:
+                    if sub.last_write <= due and sub.queue.empty():
+                        sub.queue.put_nowait(HEARTBEAT)
+
+    # -- figures ----------------------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def watched(self) -> int:
+        return len(self._positions)
+
+    def following(self) -> int:
+        return sum(len(w) for w in self._watchers.values())
+
+
+def _stream_replies(reply: Any) -> Iterator[tuple[str, Sequence[tuple[bytes, Any]]]]:
+    """XREAD's reply as (key, entries), for RESP2 (a list) and RESP3 (a map)."""
+    if not reply:
+        return
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    for key, entries in pairs:
+        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
+            entries = entries[0]  # RESP3 wraps each stream's entries once more
+        yield (key.decode() if isinstance(key, bytes) else key), entries
+
+
+class FanoutCollector(Collector):
+    """The fan-out's figures in /metrics."""
+
+    def __init__(self, fanout: Fanout) -> None:
+        self.fanout = fanout
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        f = self.fanout
+        yield GaugeMetricFamily("scanstream_sse_subscribers",
+                                "Open SSE connections on this process.", value=f.subscribers)
+        yield GaugeMetricFamily("scanstream_sse_following",
+                                "SSE connections following a running scan live.",
+                                value=f.following())
+        yield GaugeMetricFamily("scanstream_sse_watched_streams",
+                                "Scan streams the tail reader follows.", value=f.watched)
+        yield CounterMetricFamily("scanstream_sse_dropped_slow",
+                                  "SSE connections dropped because their buffer overflowed.",
+                                  value=f.dropped_slow)
+        yield CounterMetricFamily("scanstream_sse_dropped_other",
+                                  "SSE connections closed early by the server for another "
+                                  "reason (operator hook).", value=f.dropped_other)
+        yield CounterMetricFamily("scanstream_sse_rejected",
+                                  "SSE connections refused by a cap (429).", value=f.rejected)
+        yield CounterMetricFamily("scanstream_sse_tail_reads",
+                                  "XREAD calls of the tail reader.", value=f.reads)
+        yield CounterMetricFamily("scanstream_sse_tail_read_errors",
+                                  "Tail reads that failed (Redis unreachable).",
+                                  value=f.read_errors)
+        yield CounterMetricFamily("scanstream_sse_messages_queued",
+                                  "Live messages handed to subscribers.", value=f.delivered)

@@ -1,0 +1,125 @@
+"""A per-process LRU of scan projections, brought up to date with one round trip.
+
+`get(scan_id)` asks the store for the entries after the cached view's last entry id
+(EXISTS + exclusive XRANGE in one pipeline) and folds only those. A stream that no
+longer exists drops the cached view, so a cached projection never outlives its scan.
+
+Concurrent requests for the same scan may each read and fold the same new entries: that
+is safe because `fold` returns a new view and never mutates the cached one, and the slot
+is replaced only by a view that advanced further along the stream.
+
+The rendered JSON of status and results is cached beside the view, keyed by the view's
+last entry id, so a finished scan's status costs one round trip and no re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from scanstream import projection, render
+from scanstream.projection import ScanView
+from scanstream.store import EventStore
+
+DEFAULT_SIZE = 10_000
+_encode = msgspec.json.Encoder().encode
+
+
+def entry_key(entry_id: str | None) -> tuple[int, int]:
+    """Stream ids compare as (ms, seq); None sorts first."""
+    if not entry_id:
+        return (-1, -1)
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+@dataclass
+class _Slot:
+    view: ScanView
+    rendered: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0  # a cached view existed: only new entries were read
+    misses: int = 0  # read from the start of the stream
+    dropped: int = 0  # the stream was gone: the cached view was dropped
+
+
+RENDERERS: dict[str, Callable[[ScanView], msgspec.Struct]] = {
+    "status": render.status_of,
+    "results": render.results_of,
+}
+
+
+class ProjectionCache:
+    def __init__(self, store: EventStore, size: int = DEFAULT_SIZE) -> None:
+        self.store = store
+        self.size = max(1, size)
+        self.stats = CacheStats()
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def peek(self, scan_id: str) -> ScanView | None:
+        """The cached view as it is, with no I/O (may be stale)."""
+        slot = self._slots.get(scan_id)
+        return slot.view if slot else None
+
+    async def get(self, scan_id: str) -> ScanView | None:
+        """The scan's current view, or None when its stream does not exist."""
+        slot = self._slots.get(scan_id)
+        cached = slot.view if slot else None
+        if cached is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        entries = await self.store.read_if_exists(
+            scan_id, after=cached.last_event_id if cached else None
+        )
+        if entries is None:
+            if self._slots.pop(scan_id, None) is not None:
+                self.stats.dropped += 1
+            return None
+        if cached is not None and not entries:
+            self._touch(scan_id)
+            return self._current(scan_id, cached)
+        view = projection.fold(cached or projection.empty(scan_id), entries)
+        return self.offer(view)
+
+    def forget(self, scan_id: str) -> None:
+        self._slots.pop(scan_id, None)
+
+    def render(self, view: ScanView, kind: str) -> bytes:
+        """The JSON of `render.status_of` / `render.results_of` for `view`, encoded once."""
+        slot = self._slots.get(view.scan_id)
+        if slot is None or slot.view.last_event_id != view.last_event_id:
+            return _encode(RENDERERS[kind](view))
+        body = slot.rendered.get(kind)
+        if body is None:
+            body = slot.rendered[kind] = _encode(RENDERERS[kind](slot.view))
+        return body
+
+    def _current(self, scan_id: str, fallback: ScanView) -> ScanView:
+        slot = self._slots.get(scan_id)
+        return slot.view if slot else fallback
+
+    def _touch(self, scan_id: str) -> None:
+        if scan_id in self._slots:
+            self._slots.move_to_end(scan_id)
+
+    def offer(self, view: ScanView) -> ScanView:
+        """Keep `view` if it is further along than the cached one; return the furthest."""
+        slot = self._slots.get(view.scan_id)
+        if slot is not None and entry_key(slot.view.last_event_id) >= entry_key(view.last_event_id):
+            self._slots.move_to_end(view.scan_id)
+            return slot.view
+        self._slots[view.scan_id] = _Slot(view)
+        self._slots.move_to_end(view.scan_id)
+        while len(self._slots) > self.size:
+            self._slots.popitem(last=False)
+        return view

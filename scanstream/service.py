@@ -1,0 +1,272 @@
+"""The application service: what the HTTP API does, with no HTTP in it.
+
+Every read of a scan goes through the projection cache (one round trip in the steady
+state) and answers `ScanNotFound` alike for an unknown, expired or another user's scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from scanstream import events as ev
+from scanstream import jobs, projection
+from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
+from scanstream.events import LogEntry, ScanCancelRequested, ScanRequested
+from scanstream.ids import is_scan_id, new_scan_id, scan_created_ms
+from scanstream.keys import Keys
+from scanstream.projection import ScanView
+from scanstream.projection_cache import ProjectionCache
+from scanstream.scan_index import ScanIndex
+from scanstream.store import EventStore, store_errors
+
+# (params, strategy names) -> anything; raises InvalidRequest naming `params.<field>`
+ParamsValidator = Callable[[Mapping[str, Any], Sequence[str]], object]
+LIST_CONCURRENCY = 8  # status reads in flight at once for one list page
+LIST_REFILLS = 4  # pages read to fill one answer when listed scans have expired
+POLL_S = 0.1  # the wait step when no blocking reader is free
+
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    view: ScanView
+    created: bool  # False: an Idempotency-Key replay answered with the existing scan
+
+
+def log_event(scan_id: str, entry: LogEntry) -> dict[str, Any]:
+    """An entry as an SSE message's `data`: its data's fields plus id, type and scan_id.
+
+    An entry that cannot be read keeps its raw data as a string, with its `problem`.
+    """
+    if entry.event is not None:
+        try:
+            data = _dict_decoder.decode(entry.data)
+        except msgspec.DecodeError:  # pragma: no cover - it decoded as an event just now
+            data = None
+        if data is not None:
+            head = {"id": entry.id, "type": entry.type, "scan_id": scan_id}
+            return head | {k: v for k, v in data.items() if k not in head}
+    return {
+        "id": entry.id, "type": entry.type, "scan_id": scan_id,
+        "data": entry.data.decode("utf-8", "replace"),
+        "problem": entry.problem or "unreadable entry",
+    }
+
+
+class ScanService:
+    def __init__(
+        self, *, store: EventStore, cache: ProjectionCache, index: ScanIndex, keys: Keys,
+        strategies: Sequence[str], validate_params: ParamsValidator,
+        blocking: Redis | None = None, blocking_readers: int = 64,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.index = index
+        self.keys = keys
+        self.strategies = tuple(strategies)
+        self.validate_params = validate_params
+        self.blocking = blocking
+        self._readers = asyncio.Semaphore(blocking_readers)
+        self._group_ready = False
+
+    async def prepare(self) -> None:
+        """Create the job group (once). A store failure is left for the first scan to retry."""
+        try:
+            await jobs.ensure_group(self.store.redis, self.keys)
+            self._group_ready = True
+        except StoreUnavailable:
+            self._group_ready = False
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get_view(self, user_id: str, scan_id: str) -> ScanView:
+        """The scan's current view; `ScanNotFound` for anything the user may not see."""
+        if not is_scan_id(scan_id):
+            raise ScanNotFound(scan_id[:64])  # no key is ever built from it
+        view = await self.cache.get(scan_id)
+        if view is None or not view.exists or view.user_id != user_id:
+            raise ScanNotFound(scan_id)
+        return view
+
+    async def wait_for_end(self, user_id: str, scan_id: str, timeout_s: float) -> ScanView:
+        """The view once the scan has ended, or as it is after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        view = await self.get_view(user_id, scan_id)
+        while not view.terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._wait_for_entries(scan_id, view.last_event_id or "0-0", remaining)
+            view = await self.get_view(user_id, scan_id)
+        return view
+
+    async def _wait_for_entries(self, scan_id: str, after: str, timeout_s: float) -> None:
+        """Return when the stream has entries after `after`, or after `timeout_s`.
+
+        XREAD BLOCK on the blocking client (its own pool, no socket timeout), so the hot
+        pool is never held by a waiter. When every blocking reader is busy, poll instead.
+        """
+        if self.blocking is None or self._readers.locked():
+            await asyncio.sleep(min(timeout_s, POLL_S))
+            return
+        async with self._readers, store_errors():
+            await self.blocking.xread(
+                {self.keys.events(scan_id): after}, count=1, block=max(1, int(timeout_s * 1000))
+            )
+
+    async def list_scans(
+        self, user_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[ScanView], str | None]:
+        """The user's scans, newest first, and the cursor of the next page (or None)."""
+        views: list[ScanView] = []
+        semaphore = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def read(scan_id: str) -> ScanView | None:
+            async with semaphore:
+                return await self.cache.get(scan_id)
+
+        more = False
+        for _ in range(LIST_REFILLS):
+            ids, more = await self.index.page(user_id, cursor, limit - len(views))
+            if not ids:
+                break
+            found = await asyncio.gather(*(read(i) for i in ids))
+            gone = [i for i, v in zip(ids, found, strict=True) if v is None]
+            await self.index.remove(user_id, gone)  # expired: listed no more
+            views += [v for v in found if v is not None and v.exists and v.user_id == user_id]
+            cursor = ids[-1]
+            if not more or len(views) >= limit:
+                break
+        return views, (cursor if more else None)
+
+    async def read_log(
+        self, user_id: str, scan_id: str, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `limit` raw log entries after `after`, and the id to continue from."""
+        await self.get_view(user_id, scan_id)
+        entries = await self.store.read(scan_id, after=after, count=limit + 1)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return [log_event(scan_id, e) for e in page], (page[-1].id if more and page else None)
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def cancel_scan(self, user_id: str, scan_id: str) -> ScanView:
+        view = await self.get_view(user_id, scan_id)
+        if view.terminal:
+            raise ScanConflict(f"The scan has already ended: it is {view.state}.")
+        request = ev.stamp(ScanCancelRequested, user_id=user_id)
+        status, detail = await self.store.end_scan(scan_id, "scan.cancelled", before=[request])
+        if status == "ended":
+            raise ScanConflict(f"The scan has already ended ({detail}).")
+        if status == "missing":
+            raise ScanNotFound(scan_id)
+        return await self.get_view(user_id, scan_id)
+
+    async def create_scan(
+        self, user_id: str, strategies: list[str] | None, params: dict[str, Any] | None,
+        idempotency_key: str | None = None,
+    ) -> Created:
+        """Validate, create the scan and queue its jobs; see `_create` for the write order."""
+        names = self._resolve(strategies)
+        params = {} if params is None else params
+        self.validate_params(params, names)  # stored as given, not as parsed
+        if idempotency_key is None:
+            return Created(await self._create(user_id, new_scan_id(), names, params), True)
+
+        candidate = new_scan_id()
+        held = await self.index.claim(user_id, idempotency_key, candidate)
+        if held is None:
+            return Created(await self._create(user_id, candidate, names, params), True)
+        view = await self.cache.get(held)
+        if view is not None:
+            if not view.exists or view.user_id != user_id:
+                raise ScanNotFound(held)
+            self._check_replay(view, strategies, params)
+            return Created(view, False)
+        # The key names a scan whose stream does not exist. Either the request that
+        # claimed the key died (or is still in flight) between claiming it and creating
+        # the scan, or the scan already expired. A stream only ever expires `retention`
+        # after its terminal event, so an id minted less than `retention` ago cannot have
+        # expired: create it now under that id. `create_scan` is atomic and idempotent,
+        # and only the call that really appended `scan.requested` queues the jobs, so a
+        # twin in flight and this retry never queue them twice. Older: the key outlived
+        # its scan, so it starts over with a new scan.
+        if ev.wall_ms() - scan_created_ms(held) < self.store.retention_s * 1000:
+            return Created(await self._create(user_id, held, names, params), True)
+        await self.index.replace(user_id, idempotency_key, candidate)
+        return Created(await self._create(user_id, candidate, names, params), True)
+
+    async def _create(
+        self, user_id: str, scan_id: str, names: list[str], params: dict[str, Any]
+    ) -> ScanView:
+        """Append scan.requested, then list the scan and queue one job per strategy.
+
+        Two round trips, in this order: the scan's stream lives in its own hash slot and
+        the job stream in another, so they cannot be written atomically. Jobs are queued
+        only after the scan exists (a worker would drop a job for a missing scan). If the
+        process dies between the two writes the scan stays `queued` until its deadline:
+        the job writes are never repeated, because `create_scan` tells us whether this
+        call created the scan and only that call enqueues.
+        """
+        requested = ev.stamp(ScanRequested, user_id=user_id, strategies=names, params=params)
+        entry_id = await self.store.create_scan(scan_id, requested)
+        if entry_id is None:  # created by a twin request: read what it wrote
+            view = await self.cache.get(scan_id)
+            if view is None or not view.exists or view.user_id != user_id:
+                raise ScanNotFound(scan_id)
+            return view
+        if not self._group_ready:
+            await self.prepare()
+        async with store_errors():
+            pipe = self.store.redis.pipeline(transaction=False)
+            self.index.add_into(pipe, user_id, scan_id, ev.wall_ms())
+            jobs.enqueue_into(pipe, self.keys, scan_id, names)
+            await pipe.execute()
+        # Fold what we wrote instead of reading it back: no round trip.
+        entry = LogEntry(entry_id, "scan.requested", ev.encode(requested), event=requested)
+        view = projection.fold_all(scan_id, [entry])
+        return self.cache.offer(view)
+
+    def _resolve(self, requested: list[str] | None) -> list[str]:
+        if requested is None:
+            if not self.strategies:
+                raise InvalidRequest("strategies: no strategies are available", field="strategies")
+            return list(self.strategies)
+        if not requested:
+            raise InvalidRequest(
+                "strategies: must not be empty (leave it out to run every strategy)",
+                field="strategies",
+            )
+        seen: set[str] = set()
+        for i, name in enumerate(requested):
+            if name not in self.strategies:
+                known = ", ".join(self.strategies[:30])
+                raise InvalidRequest(
+                    f"strategies[{i}]: unknown strategy {name[:100]!r} (available: {known})",
+                    field=f"strategies[{i}]",
+                )
+            if name in seen:
+                raise InvalidRequest(
+                    f"strategies[{i}]: {name!r} is listed twice", field=f"strategies[{i}]"
+                )
+            seen.add(name)
+        return list(requested)
+
+    @staticmethod
+    def _check_replay(view: ScanView, strategies: list[str] | None, params: dict[str, Any]) -> None:
+        """A key reused with a different request is a client bug: say so (422)."""
+        same = view.params == params and (strategies is None or list(view.strategies) == strategies)
+        if not same:
+            raise InvalidRequest(
+                "Idempotency-Key: this key was already used with a different request",
+                field="Idempotency-Key",
+            )
