@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import socket
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(args: argparse.Namespace) -> int:
     if not _port_free(args.host, args.port):
         taken = args.port
@@ -56,6 +61,8 @@ def run_dev(args: argparse.Namespace) -> int:
     settings = settings.with_(secret=settings.secret or _secret(data_dir))
     os.environ["SCANSTREAM_REDIS_URL"] = settings.redis_url or ""
     os.environ["SCANSTREAM_SECRET"] = settings.secret or ""
+    # SIGTERM ends dev like Ctrl-C does, so the embedded Redis is always stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return anyio.run(_serve, settings, args, backend_options={"use_uvloop": True})
     except KeyboardInterrupt:

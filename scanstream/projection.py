@@ -226,6 +226,7 @@ def _apply_strategy_event(
         case StrategyCompleted():
             strategy.attempts = event.attempt
             strategy.state = "completed"
+            strategy.error = None  # an earlier attempt's failure no longer describes it
             strategy.progress = 1.0
             strategy.finished_at = event.ts
         case StrategyFailed():

@@ -1,0 +1,194 @@
+"""Real scans for the replay tests: a real `Worker` in this process, real Redis, the real
+built-in strategies and the test strategies, on a small synthetic market.
+
+`python -m tests.support.replay_scans DIR` writes golden logs (see tests/golden/README.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from consumers.worker import Worker
+from scanstream import events as ev
+from scanstream import jobs
+from scanstream.ids import new_scan_id
+from scanstream.keys import Keys
+from scanstream.market import market_for, parse_params
+from scanstream.projection import ScanView, fold_all
+from scanstream.redis_conn import client
+from scanstream.settings import Settings
+from scanstream.store import EventStore
+from scanstream.strategies.api import Strategy
+from scanstream.strategies.registry import load_strategies
+
+SMALL_MARKET = {"symbols": ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD"],
+                "bars": 300, "seed": 42}
+# Every event type but cancellation: retries (flaky), a final failure (poison), progress
+# (slow), findings of built-ins and of test strategies.
+MIXED = ["momentum", "mean_reversion", "breakout", "cross_venue_arbitrage", "finder", "flaky",
+         "poison", "slow", "noop"]
+MIXED_PARAMS = {**SMALL_MARKET, "finds": 3, "slow_s": 0.2}
+
+
+def strategies(settings: Settings) -> dict[str, Strategy]:
+    return load_strategies(settings.strategy_modules)
+
+
+def market_factory(params: Mapping[str, Any]) -> Any:
+    """What `consumers.worker.serve` uses: the market the params describe."""
+    return market_for(parse_params(dict(params)))
+
+
+@asynccontextmanager
+async def worker_running(settings: Settings) -> AsyncIterator[Worker]:
+    worker = Worker(settings, strategies(settings), market_factory, concurrency=16)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        yield worker
+        tg.cancel_scope.cancel()
+
+
+async def start_scan(store: EventStore, names: Sequence[str], params: dict[str, Any], *,
+                     user: str = "alice", enqueue: Sequence[str] | None = None) -> str:
+    """scan.requested for `names`, then jobs for `enqueue` (default: all of them)."""
+    scan_id = new_scan_id()
+    await store.create_scan(scan_id, ev.stamp(ev.ScanRequested, user_id=user,
+                                              strategies=list(names), params=params))
+    await jobs.ensure_group(store.redis, store.keys)
+    pipe = store.redis.pipeline(transaction=False)
+    jobs.enqueue_into(pipe, store.keys, scan_id, list(names if enqueue is None else enqueue))
+    await pipe.execute()
+    return scan_id
+
+
+async def wait(store: EventStore, scan_id: str, *, strategies: Sequence[str] | None = None,
+               timeout_s: float = 15.0) -> ScanView:
+    """Until the scan ended, or (given `strategies`) until each of those is terminal."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = fold_all(scan_id, await store.read(scan_id))
+        if view.terminal:
+            return view
+        if strategies is not None and all(view.strategies[s].terminal for s in strategies):
+            return view
+        await anyio.sleep(0.02)
+    raise AssertionError(f"{scan_id} did not get there within {timeout_s}s")
+
+
+async def run_scan(settings: Settings, names: Sequence[str] = tuple(MIXED),
+                   params: dict[str, Any] | None = None, *, user: str = "alice",
+                   enqueue: Sequence[str] | None = None, cancel_after_s: float | None = None
+                   ) -> str:
+    """Run one real scan to its end (or, with `enqueue`, until those jobs are done)."""
+    redis = client(settings.redis_url or "")
+    store = EventStore(redis, Keys(settings.prefix), retention_s=settings.retention_s)
+    try:
+        async with worker_running(settings):
+            scan_id = await start_scan(store, names, MIXED_PARAMS if params is None else params,
+                                       user=user, enqueue=enqueue)
+            if cancel_after_s is not None:
+                await anyio.sleep(cancel_after_s)
+                await store.end_scan(scan_id, "scan.cancelled", before=[
+                    ev.stamp(ev.ScanCancelRequested, user_id=user)])
+            await wait(store, scan_id, strategies=enqueue)
+    finally:
+        await redis.aclose()
+    return scan_id
+
+
+TEST_SECRET = "test-secret-not-for-production"  # the same as tests/conftest.py
+_shared: dict[tuple[str, str], tuple[Settings, str]] = {}
+
+
+def scan_settings(redis_url: str, prefix: str) -> Settings:
+    return Settings(redis_url=redis_url, secret=TEST_SECRET, prefix=prefix, retention_s=3600,
+                    strategy_modules=("tests.support.strategies",), claim_idle_ms=1500,
+                    heartbeat_ms=300, retry_backoff_s=0.05)
+
+
+def shared_scan(redis_url: str, kind: str = "mixed") -> tuple[Settings, str]:
+    """One real scan per kind for the whole session (read it, never write to it)."""
+    key = (redis_url, kind)
+    if key not in _shared:
+        settings = scan_settings(redis_url, f"replay{kind}{uuid.uuid4().hex[:8]}")
+        if kind == "mixed":
+            scan_id = anyio.run(run_scan, settings)
+        elif kind == "unfinished":  # noop is requested but never enqueued: it stays pending
+            scan_id = anyio.run(lambda: run_scan(settings, ["finder", "flaky", "noop"],
+                                                 enqueue=["finder", "flaky"]))
+        else:
+            raise ValueError(kind)
+        _shared[key] = (settings, scan_id)
+    return _shared[key]
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A real HTTP server (uvicorn) for `app` in a thread; yields its base URL."""
+    import uvicorn
+
+    from scanstream.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def golden(directory: Path) -> None:
+    """Write `v<N>-<name>.jsonl` plus its status and results, for this schema version."""
+    from scanstream.embedded import RedisProcess
+    from scanstream.replay import load_log
+    from scanstream.replay.exchange import export_log
+    from scanstream.replay.travel import state_at
+
+    version = ev.SCHEMA_VERSION
+    with tempfile.TemporaryDirectory(prefix="scanstream-golden-") as tmp:
+        server = RedisProcess(data_dir=Path(tmp)).start()
+        try:
+            settings = Settings(redis_url=server.url, prefix="golden", retention_s=3600,
+                                strategy_modules=("tests.support.strategies",),
+                                claim_idle_ms=1500, heartbeat_ms=300, retry_backoff_s=0.05)
+            runs = {
+                "completed": anyio.run(run_scan, settings),
+                "cancelled": anyio.run(lambda: run_scan(
+                    settings, ["finder", "slow"], {**SMALL_MARKET, "slow_s": 5},
+                    cancel_after_s=0.5)),
+            }
+            for name, scan_id in runs.items():
+                log = load_log(scan_id, settings=settings)
+                base = directory / f"v{version}-{name}"
+                export_log(log, base.with_suffix(".jsonl"))
+                snap = state_at(log.scan_id, log.entries)
+                for part, value in (("status", snap.status), ("results", snap.results)):
+                    Path(f"{base}.{part}.json").write_bytes(
+                        msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+                print(f"{base}.jsonl: {len(log.entries)} entries, {snap.status['state']}")
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    golden(Path(sys.argv[1] if len(sys.argv) > 1 else "tests/golden"))
