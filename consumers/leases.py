@@ -18,8 +18,9 @@ class Leases:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
-        lua = resources.files("scanstream").joinpath("lua", "refresh_claims.lua").read_text()
-        self._refresh = redis.register_script(lua)
+        lua = resources.files("scanstream").joinpath("lua")
+        self._refresh = redis.register_script(lua.joinpath("refresh_claims.lua").read_text())
+        self._reclaim = redis.register_script(lua.joinpath("reclaim.lua").read_text())
 
     async def refresh(self, entry_ids: Sequence[str]) -> set[str]:
         """Reset the idle time of jobs this consumer still owns; returns the ids it lost."""
@@ -34,28 +35,28 @@ class Leases:
     async def reclaim(self, min_idle_ms: int, count: int) -> tuple[list[Job], list[str]]:
         """Take over jobs idle longer than `min_idle_ms` (their worker died or froze).
 
-        Returns (jobs to run, ids whose body was deleted: acknowledge them, there is
-        nothing to run). XAUTOCLAIM reports deleted entries separately on Redis 7, and as
-        entries without fields on 6.2 (redis#6199, #10756); both are handled.
+        Returns (jobs to run, ids of pending entries whose body was deleted: the script has
+        acknowledged them already, there is nothing to run). See lua/reclaim.lua for why
+        this is a script on both Redis 6.2 and 7.
         """
         jobs: list[Job] = []
         dead: list[str] = []
         start = "0-0"
         async with store_errors():
             while len(jobs) < count:
-                reply = await self.redis.xautoclaim(
-                    self.keys.jobs, JOB_GROUP, self.consumer, min_idle_ms,
-                    start_id=start, count=count - len(jobs),
+                next_start, claimed, deleted = await self._reclaim(
+                    keys=[self.keys.jobs],
+                    args=[JOB_GROUP, self.consumer, int(min_idle_ms), start, count - len(jobs)],
                 )
-                start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-                for entry_id, fields in reply[1]:
-                    job = job_from_entry(entry_id, fields, deliveries=2)
-                    if job is None:
+                for entry_id, flat, deliveries in claimed:
+                    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                    job = job_from_entry(entry_id, fields, deliveries=int(deliveries))
+                    if job is None:  # a body that names no scan: nothing to run either
                         dead.append(_text(entry_id))
                     else:
                         jobs.append(job)
-                if len(reply) > 2:
-                    dead.extend(_text(x) for x in reply[2])
+                dead.extend(_text(x) for x in deleted)
+                start = _text(next_start)
                 if start == "0-0":
                     break
         return jobs, dead

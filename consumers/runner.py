@@ -4,6 +4,15 @@ Every write goes through the fenced store script, so a superseded attempt, a can
 scan or a finished strategy can never be written to. `run_job` returns whether the job
 should be acknowledged: not when this worker lost it, since the new owner must keep it
 pending until it is done.
+
+Attempt numbers are allocated by the scan's fence and count every attempt, including
+those whose worker died or lost the job (froze, or stalled past the claim idle time).
+A strategy that raises fails for good at attempt `max_attempts`. A job delivered again
+once `LOST_ATTEMPTS_FACTOR * max_attempts` attempts have started is failed for good
+without running (`WorkerLost`): a strategy that kills or freezes its worker each time
+would otherwise be retried for ever, taking workers down with it. The cap is wider than
+`max_attempts` so that a healthy strategy whose workers were merely slow or restarted a
+few times is not failed for it.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from consumers import metrics
 from consumers.context import RunContext
 from scanstream import events as ev
 from scanstream.errors import StoreUnavailable
@@ -28,6 +38,7 @@ from scanstream.strategies.api import Strategy, StrategyStopped
 
 log = logging.getLogger("scanstream.worker")
 MAX_BACKOFF_S = 30.0
+LOST_ATTEMPTS_FACTOR = 2
 _requested_decoder = msgspec.json.Decoder(ev.ScanRequested)
 
 
@@ -47,6 +58,10 @@ class Run:
         self.scope.cancel()
 
 
+async def _always_owned(job: Job) -> bool:
+    return True
+
+
 @dataclass
 class JobRunner:
     store: EventStore
@@ -55,16 +70,41 @@ class JobRunner:
     market_factory: Callable[[Mapping[str, Any]], Any]
     worker_name: str
     on_dead_letter: Callable[[Job, int, ev.ErrorInfo], Awaitable[None]]
-    on_event: Callable[[str, str], None] = lambda kind, strategy: None  # metrics hook
+    # Whether this worker still owns the job (an owner-checked claim refresh). Asked
+    # before each retry: a worker frozen in its backoff sleep, whose job was taken over
+    # meanwhile, must not start a new attempt that would supersede the new owner's.
+    still_owned: Callable[[Job], Awaitable[bool]] = _always_owned
+    labels: metrics.Labels = field(default_factory=lambda: metrics.Labels(()))
+
+    def __post_init__(self) -> None:
+        if not self.labels.known:
+            self.labels = metrics.Labels(self.strategies)
 
     async def run_job(self, run: Run) -> bool:
         """Run attempts until the strategy is terminal; True when the job may be acknowledged."""
         job = run.job
+        first = True
         while True:
+            if not first and not await self.still_owned(job):
+                self._log_stop(run, "lost", {"scan_id": job.scan_id, "strategy": job.strategy})
+                return False
+            first = False
             started = await self.store.start_strategy(job.scan_id, job.strategy, self.worker_name)
             if not started.ok:
                 # ended / done / missing: nothing left to do for this job.
+                metrics.JOBS.labels("skipped").inc()
+                log.info("job needs no run: %s", started.status,
+                         extra=self._extra(job, None))
                 return True
+            if started.attempt > LOST_ATTEMPTS_FACTOR * self.settings.max_attempts:
+                error = ev.ErrorInfo(
+                    type="WorkerLost",
+                    message=f"{started.attempt - 1} attempts started and never finished or "
+                            "failed; their workers died or froze",
+                )
+                log.error("strategy abandoned after lost attempts",
+                          extra=self._extra(job, started.attempt))
+                return await self._fail(run, started.attempt, error, final=True)
             verdict = await self._attempt(run, started.attempt, started.requested)
             if verdict is not None:
                 return verdict
@@ -72,25 +112,31 @@ class JobRunner:
     async def _attempt(self, run: Run, attempt: int, requested_raw: bytes | None) -> bool | None:
         """One attempt. Returns ack/no-ack when the job is over, None to retry."""
         job = run.job
-        extra = {"scan_id": job.scan_id, "strategy": job.strategy, "attempt": attempt}
+        extra = self._extra(job, attempt)
         strategy = self.strategies.get(job.strategy)
-        if strategy is None or requested_raw is None:
+        params = _params_of(requested_raw) if requested_raw is not None else None
+        if strategy is None or params is None:
+            if params is None:
+                metrics.UNREADABLE_REQUESTS.inc()
             problem = "unknown strategy" if strategy is None else "scan.requested is unreadable"
-            error = ev.ErrorInfo(type="UnknownStrategy", message=f"{job.strategy}: {problem}")
+            error = ev.ErrorInfo(type="UnknownStrategy" if strategy is None else "UnreadableScan",
+                                 message=f"{job.strategy}: {problem}")
+            log.error("strategy cannot run: %s", problem, extra=extra)
             return await self._fail(run, attempt, error, final=True)
-        params = _params_of(requested_raw)
         context = RunContext(
             self.store, scan_id=job.scan_id, strategy=job.strategy, attempt=attempt,
             params=params, market_factory=self.market_factory,
         )
         run.context = context
-        if run.stop_reason:
-            context.stop_reason = run.stop_reason
         timeout = strategy.timeout_s or self.settings.strategy_timeout_s
         run.scope = anyio.CancelScope()
+        if run.stop_reason:  # stopped while between attempts
+            context.stop_reason = run.stop_reason
+            run.scope.cancel()
+        label = self.labels(job.strategy)
         began = time.monotonic()
         log.info("strategy started", extra=extra)
-        self.on_event("started", job.strategy)
+        metrics.ATTEMPTS.labels(label).inc()
         try:
             with run.scope:
                 with anyio.fail_after(timeout):
@@ -103,31 +149,49 @@ class JobRunner:
                 outcome = await self.store.finish_strategy(
                     job.scan_id, job.strategy, attempt, [*context.take_pending(), completed]
                 )
-                self.on_event("completed", job.strategy)
-                log.info("strategy completed", extra=extra)
-                return outcome.status != "stale"
+                metrics.DURATION.labels(label, "completed").observe(time.monotonic() - began)
+                if outcome.status == "stale":
+                    self._log_stop(run, "lost", extra)
+                    return False
+                if not outcome.ok:
+                    self._log_stop(run, "cancelled" if outcome.status == "ended" else "done", extra)
+                    return True
+                metrics.JOBS.labels("completed").inc()
+                ended = f", scan ended {outcome.terminal}" if outcome.terminal else ""
+                log.info("strategy completed: %d opportunities%s", context.found_count, ended,
+                         extra=extra)
+                return True
         except StrategyStopped:
             pass
         except TimeoutError:
+            metrics.TIMEOUTS.labels(label).inc()
+            metrics.DURATION.labels(label, "timeout").observe(time.monotonic() - began)
             error = ev.ErrorInfo(type="Timeout", message=f"exceeded its time limit of {timeout:g}s")
+            log.warning("strategy timed out after %gs", timeout, extra=extra)
             return await self._fail(run, attempt, error, final=True)
         except StoreUnavailable:
             raise
         except Exception as exc:  # a strategy's own bug or bad data: retry, then dead-letter
+            metrics.DURATION.labels(label, "failed").observe(time.monotonic() - began)
             error = ev.ErrorInfo(type=type(exc).__name__, message=str(exc)[:500])
             final = attempt >= self.settings.max_attempts
-            log.warning("strategy failed: %s", error.message, extra=extra,
-                        exc_info=final)
+            log.warning("strategy failed%s: %s", "" if final else ", will retry", error.message,
+                        extra=extra, exc_info=final)
             verdict = await self._fail(run, attempt, error, final=final)
             if final or verdict is False or run.stop_reason:
                 return verdict
             run.scope = anyio.CancelScope()
             with run.scope:
                 await anyio.sleep(self._backoff(attempt))
-            return None if not run.stop_reason else run.stop_reason != "lost"
+            if run.stop_reason:
+                self._log_stop(run, run.stop_reason, extra)
+                return run.stop_reason != "lost"
+            return None
         # Stopped: the scan ended (acknowledge) or another worker owns the job (leave it).
-        log.info("strategy stopped: %s", run.stop_reason or context.stop_reason, extra=extra)
-        return (run.stop_reason or context.stop_reason) != "lost"
+        reason = run.stop_reason or context.stop_reason or "cancelled"
+        metrics.DURATION.labels(label, "stopped").observe(time.monotonic() - began)
+        self._log_stop(run, reason, extra)
+        return reason != "lost"
 
     async def _fail(self, run: Run, attempt: int, error: ev.ErrorInfo, *, final: bool) -> bool:
         job = run.job
@@ -136,20 +200,42 @@ class JobRunner:
                           error=error, final=final)
         outcome = await self.store.finish_strategy(job.scan_id, job.strategy, attempt,
                                                    [*pending, failed])
-        self.on_event("failed" if final else "retried", job.strategy)
         if outcome.status == "stale":
+            self._log_stop(run, "lost", self._extra(job, attempt))
             return False
-        if final and outcome.ok:
+        if not outcome.ok:
+            return True
+        if final:
+            metrics.JOBS.labels("failed").inc()
             await self.on_dead_letter(job, attempt, error)
+            metrics.DEAD_LETTERS.labels(self.labels(job.strategy)).inc()
+        else:
+            metrics.RETRIES.labels(self.labels(job.strategy)).inc()
         return True
 
     def _backoff(self, attempt: int) -> float:
         base = self.settings.retry_backoff_s * (2 ** (attempt - 1))
         return min(MAX_BACKOFF_S, base * random.uniform(0.5, 1.5))  # jitter spreads retries
 
+    def _extra(self, job: Job, attempt: int | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {"scan_id": job.scan_id, "strategy": job.strategy,
+                                 "job_id": job.entry_id, "worker": self.worker_name}
+        if attempt is not None:
+            extra["attempt"] = attempt
+        return extra
 
-def _params_of(requested_raw: bytes) -> Mapping[str, Any]:
+    @staticmethod
+    def _log_stop(run: Run, reason: str, extra: Mapping[str, Any]) -> None:
+        metrics.JOBS.labels("lost" if reason == "lost" else "stopped").inc()
+        if reason == "lost":
+            log.warning("strategy stopped: lost (another worker owns the job); nothing written",
+                        extra=dict(extra))
+        else:
+            log.info("strategy stopped: %s", reason, extra=dict(extra))
+
+
+def _params_of(requested_raw: bytes) -> Mapping[str, Any] | None:
     try:
         return _requested_decoder.decode(requested_raw).params
     except msgspec.MsgspecError:
-        return {}
+        return None

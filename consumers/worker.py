@@ -1,11 +1,12 @@
 """The strategy consumer process: reads jobs from the consumer group and runs N at a time.
 
-Four small loops share one task group:
+Small loops share one task group:
 - read:      XREADGROUP new jobs whenever a slot is free;
 - heartbeat: keep the claim on running jobs alive, stop runs whose claim was taken;
 - reclaim:   take over jobs idle past `claim_idle_ms` (their worker died);
-- watch:     stop runs whose scan has ended (learned from the scan's stream), within ~0.2 s.
-Acknowledgements are batched by a fifth loop.
+- watch:     stop runs whose scan has ended (cancelled, deadline), within ~0.2 s;
+- ack:       batched acknowledgements;
+- reap:      end overdue scans, trim the job stream, drop gone consumers (consumers/reaper.py).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from consumers import metrics
 from consumers.leases import Leases, job_from_entry
+from consumers.reaper import Reaper
 from consumers.runner import JobRunner, Run
 from scanstream import events as ev
+from scanstream import jobs as job_stream
 from scanstream.errors import StoreUnavailable
 from scanstream.jobs import Job, ensure_group
 from scanstream.keys import JOB_GROUP, Keys
@@ -36,7 +39,6 @@ from scanstream.strategies.api import Strategy
 log = logging.getLogger("scanstream.worker")
 WATCH_INTERVAL_S = 0.2
 READ_BLOCK_MS = 1000
-DEAD_LETTER_MAXLEN = 100_000
 
 
 def consumer_name() -> str:
@@ -66,8 +68,9 @@ class Worker:
         self.runner = JobRunner(
             store=self.store, settings=settings, strategies=strategies,
             market_factory=market_factory, worker_name=self.name,
-            on_dead_letter=self._dead_letter,
+            on_dead_letter=self._dead_letter, still_owned=self._still_owned,
         )
+        self.reaper = Reaper(self.redis, self.store, settings, self.name)
         self.inflight: dict[str, Run] = {}
         self._slot_freed = anyio.Event()
         self._acks: list[str] = []
@@ -79,6 +82,7 @@ class Worker:
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         await self._ensure_group_with_retry()
+        await self._check_eviction_policy()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -87,6 +91,7 @@ class Worker:
                 tg.start_soon(self._reclaim_loop)
                 tg.start_soon(self._watch_loop)
                 tg.start_soon(self._ack_loop)
+                tg.start_soon(self.reaper.run)
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
@@ -100,7 +105,7 @@ class Worker:
         self._draining = True
         with anyio.move_on_after(grace_s):
             while self.inflight:
-                await anyio.sleep(0.05)
+                await self._wait_for_slot(timeout_s=0.5)
         await self._flush_acks()
         self._tg.cancel_scope.cancel()
 
@@ -116,9 +121,11 @@ class Worker:
             try:
                 async with store_errors():
                     reply = await self.blocking.xreadgroup(
-                        JOB_GROUP, self.name, {self.keys.jobs: ">"}, count=free, block=READ_BLOCK_MS,
+                        JOB_GROUP, self.name, {self.keys.jobs: ">"}, count=free,
+                        block=READ_BLOCK_MS,
                     )
             except StoreUnavailable as exc:
+                metrics.REDIS_ERRORS.labels("read").inc()
                 await backoff.wait(exc)
                 continue
             except redis_errors.ResponseError as exc:
@@ -127,15 +134,20 @@ class Worker:
                     continue
                 raise
             backoff.reset()
-            for _stream, entries in reply or []:
+            streams: Any = reply or []
+            for _stream, entries in streams:
                 for entry_id, fields in entries:
                     self._start(entry_id, fields)
 
-    def _start(self, entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1) -> None:
+    def _start(
+        self, entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1
+    ) -> None:
         job = job_from_entry(entry_id, fields, deliveries)
+        job_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if job is None:
-            log.warning("job without a usable body acknowledged", extra={"job_id": str(entry_id)})
-            self._ack(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+            metrics.UNUSABLE_JOBS.labels("no scan").inc()
+            log.warning("job without a usable body acknowledged", extra={"job_id": job_id})
+            self._ack(job_id)
             return
         self._start_job(job)
 
@@ -145,10 +157,13 @@ class Worker:
             ack = await self.runner.run_job(run)
         except (StoreUnavailable, *REDIS_FAULTS) as exc:
             # Leave the job pending: it is reclaimed once Redis is back and it goes idle.
+            metrics.REDIS_ERRORS.labels("run").inc()
             log.warning("store unavailable while running a job: %s", exc,
-                        extra={"scan_id": run.job.scan_id, "strategy": run.job.strategy})
+                        extra={"scan_id": run.job.scan_id, "strategy": run.job.strategy,
+                               "job_id": run.job.entry_id})
         finally:
             self.inflight.pop(run.job.entry_id, None)
+            metrics.INFLIGHT.dec()
             self._slot_freed.set()
         if ack:
             self.jobs_done += 1
@@ -161,12 +176,19 @@ class Worker:
             try:
                 lost = await self.leases.refresh(ids)
             except StoreUnavailable:
+                metrics.REDIS_ERRORS.labels("heartbeat").inc()
                 continue
             for entry_id in lost:
                 run = self.inflight.get(entry_id)
-                if run is not None:
+                if run is not None and run.stop_reason is None:
+                    metrics.CLAIMS_LOST.inc()
+                    extra: dict[str, Any] = {"scan_id": run.job.scan_id,
+                                             "strategy": run.job.strategy, "job_id": entry_id,
+                                             "worker": self.name}
+                    if run.context is not None:
+                        extra["attempt"] = run.context.attempt
                     log.warning("claim lost to another worker; stopping without writing",
-                                extra={"scan_id": run.job.scan_id, "strategy": run.job.strategy})
+                                extra=extra)
                     run.stop("lost")
 
     async def _reclaim_loop(self) -> None:
@@ -179,12 +201,18 @@ class Worker:
             try:
                 jobs, dead = await self.leases.reclaim(self.settings.claim_idle_ms, free)
             except StoreUnavailable:
+                metrics.REDIS_ERRORS.labels("reclaim").inc()
                 continue
             for entry_id in dead:
+                metrics.UNUSABLE_JOBS.labels("no body").inc()
+                log.warning("pending job without a usable body acknowledged",
+                            extra={"job_id": entry_id})
                 self._ack(entry_id)
             for job in jobs:
-                log.info("reclaimed a job from an idle worker",
-                         extra={"scan_id": job.scan_id, "strategy": job.strategy, "job_id": job.entry_id})
+                metrics.RECLAIMS.inc()
+                log.info("reclaimed a job from an idle worker (delivery %d)", job.deliveries,
+                         extra={"scan_id": job.scan_id, "strategy": job.strategy,
+                                "job_id": job.entry_id})
                 self._start_job(job)
 
     def _start_job(self, job: Job) -> None:
@@ -192,34 +220,33 @@ class Worker:
             return
         run = Run(job)
         self.inflight[job.entry_id] = run
+        metrics.INFLIGHT.inc()
         self._tg.start_soon(self._run, run)
 
     async def _watch_loop(self) -> None:
-        """Stop runs of scans that ended (cancelled, deadline): learned from the stream's tail."""
+        """Stop runs of scans that ended (cancelled, deadline), within WATCH_INTERVAL_S.
+
+        Whether a scan ended is read from its fence (`terminal`), which the same script call
+        that appends the terminal event writes: a hand-written entry that merely looks
+        terminal at the stream's tail cannot stop a strategy, and a real end always does.
+        """
         while True:
             await anyio.sleep(WATCH_INTERVAL_S)
-            scans = {run.job.scan_id for run in self.inflight.values()}
+            scans = sorted({run.job.scan_id for run in self.inflight.values()})
             if not scans:
                 continue
             try:
-                ended = await self._ended_scans(sorted(scans))
+                ended = await self.store.ended_scans(scans)
             except StoreUnavailable:
+                metrics.REDIS_ERRORS.labels("watch").inc()
                 continue
             for run in list(self.inflight.values()):
-                if run.job.scan_id in ended:
+                if run.job.scan_id in ended and run.stop_reason is None:
                     run.stop("cancelled")
 
-    async def _ended_scans(self, scan_ids: list[str]) -> set[str]:
-        async with store_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for scan_id in scan_ids:
-                pipe.xrevrange(self.keys.events(scan_id), "+", "-", count=1)
-            tails = await pipe.execute()
-        ended = set()
-        for scan_id, tail in zip(scan_ids, tails, strict=True):
-            if not tail or tail[0][1].get(b"type", b"").decode() in ev.TERMINAL_TYPES:
-                ended.add(scan_id)
-        return ended
+    async def _still_owned(self, job: Job) -> bool:
+        """An owner-checked claim refresh of one job (also resets its idle time)."""
+        return job.entry_id not in await self.leases.refresh([job.entry_id])
 
     # -- acknowledgements and dead letters --------------------------------------------
 
@@ -241,27 +268,39 @@ class Worker:
                 async with store_errors():
                     await self.redis.xack(self.keys.jobs, JOB_GROUP, *batch)
             except StoreUnavailable as exc:
+                metrics.REDIS_ERRORS.labels("ack").inc()
                 await backoff.wait(exc)
                 continue
             del self._acks[: len(batch)]
 
     async def _dead_letter(self, job: Job, attempts: int, error: ev.ErrorInfo) -> None:
-        async with store_errors():
-            await self.redis.xadd(self.keys.dead_letters, {
-                "job_id": job.entry_id, "scan_id": job.scan_id, "strategy": job.strategy,
-                "attempts": attempts, "error_type": error.type, "error": error.message,
-                "worker": self.name, "ts": ev.now_rfc3339(),
-            }, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        await job_stream.add_dead_letter(self.redis, self.keys, {
+            "job_id": job.entry_id, "scan_id": job.scan_id, "strategy": job.strategy,
+            "attempts": attempts, "error_type": error.type, "error": error.message,
+            "worker": self.name, "ts": ev.now_rfc3339(),
+        })
         log.error("job dead-lettered after %d attempts", attempts,
-                  extra={"scan_id": job.scan_id, "strategy": job.strategy, "job_id": job.entry_id})
+                  extra={"scan_id": job.scan_id, "strategy": job.strategy, "attempt": attempts,
+                         "job_id": job.entry_id})
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self, timeout_s: float = 1.0) -> None:
+        """Until a run ends (or `timeout_s` passes)."""
         self._slot_freed = anyio.Event()
-        if self.concurrency - len(self.inflight) <= 0:
-            with anyio.move_on_after(1.0):
+        if self.concurrency - len(self.inflight) <= 0 or self._draining:
+            with anyio.move_on_after(timeout_s):
                 await self._slot_freed.wait()
+
+    async def _check_eviction_policy(self) -> None:
+        try:
+            policy = await self.store.eviction_policy()
+        except StoreUnavailable:
+            return
+        if policy not in (None, "noeviction"):
+            log.warning("Redis maxmemory-policy is %r: Redis may evict finished scans before "
+                        "their retention ends; use noeviction", policy,
+                        extra={"worker": self.name})
 
     async def _ensure_group_with_retry(self) -> None:
         backoff = _Backoff()
@@ -288,7 +327,9 @@ class _Backoff:
         self.delay = 0.1
 
 
-async def serve(settings: Settings, concurrency: int, grace_s: float = 10.0) -> None:
+async def serve(
+    settings: Settings, concurrency: int, grace_s: float = 10.0, metrics_port: int | None = None
+) -> None:
     """Run a worker until SIGTERM/SIGINT, then drain gracefully."""
     import signal
 
@@ -300,9 +341,13 @@ async def serve(settings: Settings, concurrency: int, grace_s: float = 10.0) -> 
     def market_factory(params: Mapping[str, Any]) -> Any:
         return market_for(parse_params(dict(params)))
 
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
     worker = Worker(settings, strategies, market_factory, concurrency=concurrency)
-    log.info("worker %s started: %d strategies, concurrency %d", worker.name,
-             len(strategies), concurrency)
+    log.info("worker %s started: %d strategies, concurrency %d%s", worker.name,
+             len(strategies), concurrency,
+             f", metrics on :{metrics_port}/metrics" if metrics_port is not None else "",
+             extra={"worker": worker.name})
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

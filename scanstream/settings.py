@@ -44,11 +44,21 @@ class Settings:
     max_attempts: int = 3
     retry_backoff_s: float = 0.5
     strategy_timeout_s: float = 600.0
+    # A scan still running this long after its creation ends with what it has (seconds).
     scan_deadline_s: float = 3600.0
+    # Workers sweep for overdue scans, trim the job stream and drop long-gone consumers
+    # this often (seconds); one worker per round does it.
+    reap_interval_s: float = 5.0
+    # A consumer that owns no pending job and has not read for this long is removed from
+    # the group (seconds). One that still owns jobs is never removed (redis#9745).
+    consumer_expiry_s: float = 3600.0
     max_body_bytes: int = 64 * 1024
     log_format: str = "text"  # or "json"
     data_dir: str = ".scanstream"  # embedded Redis data (AOF) lives here
     sse_heartbeat_s: float = 15.0
+    sse_max_per_user: int = 20  # open SSE connections one user may hold on one API process
+    sse_max: int = 2000  # open SSE connections on one API process
+    sse_buffer: int = 1000  # events queued for one SSE subscriber before it is dropped as slow
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +76,15 @@ class Settings:
         claim_idle_ms = _int(env, "SCANSTREAM_CLAIM_IDLE_MS", 30_000)
         heartbeat_ms = _int(env, "SCANSTREAM_HEARTBEAT_MS", max(50, min(5_000, claim_idle_ms // 3)))
         if heartbeat_ms * 2 > claim_idle_ms:
-            raise ConfigError("SCANSTREAM_HEARTBEAT_MS must be at most half SCANSTREAM_CLAIM_IDLE_MS")
+            raise ConfigError(
+                "SCANSTREAM_HEARTBEAT_MS must be at most half SCANSTREAM_CLAIM_IDLE_MS"
+            )
+        deadline_s = _float(env, "SCANSTREAM_SCAN_DEADLINE", 3600.0)
+        if deadline_s <= 0:
+            raise ConfigError("SCANSTREAM_SCAN_DEADLINE must be a positive number of seconds")
+        reap_interval_s = _float(env, "SCANSTREAM_REAP_INTERVAL", 5.0)
+        if reap_interval_s <= 0:
+            raise ConfigError("SCANSTREAM_REAP_INTERVAL must be a positive number of seconds")
         log_format = env.get("SCANSTREAM_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError("SCANSTREAM_LOG_FORMAT must be text or json")
@@ -81,11 +99,16 @@ class Settings:
             max_attempts=max(1, _int(env, "SCANSTREAM_MAX_ATTEMPTS", 3)),
             retry_backoff_s=_float(env, "SCANSTREAM_RETRY_BACKOFF", 0.5),
             strategy_timeout_s=_float(env, "SCANSTREAM_STRATEGY_TIMEOUT", 600.0),
-            scan_deadline_s=_float(env, "SCANSTREAM_SCAN_DEADLINE", 3600.0),
+            scan_deadline_s=deadline_s,
+            reap_interval_s=reap_interval_s,
+            consumer_expiry_s=_float(env, "SCANSTREAM_CONSUMER_EXPIRY", 3600.0),
             max_body_bytes=_int(env, "SCANSTREAM_MAX_BODY", 64 * 1024),
             log_format=log_format,
             data_dir=env.get("SCANSTREAM_DATA_DIR", ".scanstream"),
             sse_heartbeat_s=_float(env, "SCANSTREAM_SSE_HEARTBEAT", 15.0),
+            sse_max_per_user=_int(env, "SCANSTREAM_SSE_MAX_PER_USER", 20),
+            sse_max=_int(env, "SCANSTREAM_SSE_MAX", 2000),
+            sse_buffer=max(1, _int(env, "SCANSTREAM_SSE_BUFFER", 1000)),
         )
 
     def with_(self, **changes: object) -> Settings:

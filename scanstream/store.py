@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from scanstream import events as ev
 from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
-from scanstream.ids import scan_created_ms
+from scanstream.ids import is_scan_id, scan_created_ms
 from scanstream.keys import Keys
 
 REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
@@ -41,7 +41,8 @@ async def store_errors() -> AsyncIterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class WriteOutcome:
-    """What a fenced strategy write did: `ok`, `ended`, `done`, `stale` or `missing`."""
+    """What a fenced strategy write did: `ok`, `ended`, `done`, `stale` or `missing` (no
+    such scan, or no such strategy in it)."""
 
     status: str
     attempt: int = 0
@@ -54,8 +55,26 @@ class WriteOutcome:
         return self.status == "ok"
 
 
-def _entries(raw: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[LogEntry]:
-    return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw]
+@dataclass(frozen=True, slots=True)
+class RunningScan:
+    """An entry of the running set with its fence's counts (`inspect`)."""
+
+    scan_id: str
+    created_ms: int
+    exists: bool  # False: expired or never created (a creation that died half-way)
+    terminal: str | None
+    total: int
+    completed: int
+    failed: int
+
+
+def _entries(raw: Any) -> list[LogEntry]:
+    """Decode a raw XRANGE reply: a list of (id, fields) in bytes."""
+    return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw or ()]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class EventStore:
@@ -70,13 +89,24 @@ class EventStore:
     # -- writes -----------------------------------------------------------------------
 
     async def create_scan(self, scan_id: str, requested: ev.ScanRequested) -> str | None:
-        """Append scan.requested (once). Returns its entry id, or None if it already existed."""
+        """Append scan.requested (once). Returns its entry id, or None if it already existed.
+
+        In the same round trip, and before the scan exists, the scan joins the running set
+        (`keys.running_scans`) that the deadline reaper sweeps: a caller that dies right
+        after this call, before queueing the jobs, still leaves a scan that ends by its
+        deadline instead of one that stays `queued` for ever.
+        """
         k = self.keys.scan(scan_id)
+        created_ms = scan_created_ms(scan_id)
         async with store_errors():
-            result = await self._create(
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(self.keys.running_scans, {scan_id: created_ms}, nx=True)
+            await self._create(
                 keys=[k.events, k.fence],
-                args=[ev.encode(requested), len(requested.strategies), scan_created_ms(scan_id)],
+                args=[ev.encode(requested), len(requested.strategies), created_ms],
+                client=pipe,
             )
+            _, result = await pipe.execute()
         return None if result == b"exists" else result.decode()
 
     async def start_strategy(self, scan_id: str, strategy: str, worker: str) -> WriteOutcome:
@@ -110,11 +140,15 @@ class EventStore:
         for type_, data in pairs:
             args += [type_, data]
         async with store_errors():
-            status, second, terminal = await self._strategy_write(keys=[k.events, k.fence], args=args)
+            status, second, terminal = await self._strategy_write(
+                keys=[k.events, k.fence], args=args
+            )
         status = status.decode()
         if mode == "start":
             return WriteOutcome(status, attempt=int(second), requested=terminal or None)
         entry_id = second.decode() if isinstance(second, bytes) else None
+        if terminal:
+            await self._forget_running(scan_id)
         return WriteOutcome(status, attempt=attempt if status == "ok" else int(second or 0),
                             entry_id=entry_id, terminal=terminal.decode() if terminal else None)
 
@@ -129,12 +163,112 @@ class EventStore:
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
         async with store_errors():
-            status, detail = await self._end(keys=[k.events, k.fence], args=args)
+            status, detail, *_ = await self._end(keys=[k.events, k.fence], args=args)
+        await self._forget_running(scan_id)
         return status.decode(), detail.decode()
+
+    async def end_overdue_scan(self, scan_id: str) -> tuple[str, str]:
+        """End a scan past its deadline with what it has: `scan.completed` if any strategy
+        completed, else `scan.failed`, with `reason: "deadline"`; strategies still pending
+        or running show as cancelled. Returns (status, terminal type): ("ok", the type
+        written), ("ended", the type it already had) or ("missing", "")."""
+        k = self.keys.scan(scan_id)
+        args: list[Any] = ["auto", ev.new_event_id(), ev.now_rfc3339(), self.retention_s,
+                           "deadline"]
+        async with store_errors():
+            reply: Any = await self._end(keys=[k.events, k.fence], args=args)
+        await self._forget_running(scan_id)
+        status = _text(reply[0])
+        return status, _text(reply[2] if status == "ok" else reply[1])
+
+    # -- the running set (deadline reaper, inspect) -----------------------------------
+
+    async def _forget_running(self, scan_id: str) -> None:
+        """Best effort: the reaper removes an ended scan it still finds there anyway."""
+        try:
+            async with store_errors():
+                await self.redis.zrem(self.keys.running_scans, scan_id)
+        except StoreUnavailable:
+            pass
+
+    async def overdue_scans(self, deadline_s: float, limit: int = 100) -> list[str]:
+        """Scans created more than `deadline_s` ago and still in the running set, oldest first."""
+        cutoff = ev.wall_ms() - int(deadline_s * 1000)
+        async with store_errors():
+            raw = await self.redis.zrangebyscore(
+                self.keys.running_scans, "-inf", cutoff, start=0, num=limit
+            )
+        return [i for i in map(_text, raw) if is_scan_id(i)]
+
+    async def running_scans(self, limit: int = 1000) -> list[RunningScan]:
+        """The running set, oldest first, each with its fence's counts.
+
+        An entry can name a scan that has just ended (the reaper removes it), so each
+        scan's own fence answers whether it is really running.
+        """
+        async with store_errors():
+            raw: Any = await self.redis.zrange(
+                self.keys.running_scans, 0, limit - 1, withscores=True
+            )
+            rows = [(_text(m), int(score)) for m, score in raw if is_scan_id(_text(m))]
+            pipe = self.redis.pipeline(transaction=False)
+            for scan_id, _ in rows:
+                pipe.hmget(self.keys.scan(scan_id).fence, "total", "completed", "failed",
+                           "terminal")
+            replies = await pipe.execute() if rows else []
+        out: list[RunningScan] = []
+        for (scan_id, created_ms), (total, completed, failed, terminal) in zip(
+            rows, replies, strict=True
+        ):
+            out.append(RunningScan(
+                scan_id, created_ms, exists=total is not None,
+                terminal=_text(terminal) if terminal else None,
+                total=int(total or 0), completed=int(completed or 0), failed=int(failed or 0),
+            ))
+        return out
+
+    async def ended_scans(self, scan_ids: Sequence[str]) -> set[str]:
+        """Which of `scan_ids` have ended (or expired): one pipelined round trip.
+
+        Read from each scan's fence, written in the same script call as the terminal event,
+        so a hand-written entry that merely looks terminal stops nothing.
+        """
+        if not scan_ids:
+            return set()
+        async with store_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for scan_id in scan_ids:
+                pipe.hmget(self.keys.scan(scan_id).fence, "terminal", "total")
+            replies = await pipe.execute()
+        return {
+            scan_id for scan_id, (terminal, total) in zip(scan_ids, replies, strict=True)
+            if terminal is not None or total is None
+        }
+
+    async def strategy_state(self, scan_id: str, strategy: str) -> tuple[str, str | None]:
+        """One strategy as the fence sees it: ("missing", None) no such scan (expired),
+        ("foreign", None) not a strategy of this scan, ("ended", terminal type),
+        ("done", "completed" | "failed"), or ("open", None)."""
+        k = self.keys.scan(scan_id)
+        async with store_errors():
+            total, terminal, done, names, member = await self.redis.hmget(
+                k.fence, "total", "terminal", f"done:{strategy}", "names", f"in:{strategy}"
+            )
+        if total is None:
+            return "missing", None
+        if terminal is not None:
+            return "ended", _text(terminal)
+        if names is not None and member is None:
+            return "foreign", None
+        if done is not None:
+            return "done", _text(done)
+        return "open", None
 
     # -- reads ------------------------------------------------------------------------
 
-    async def read(self, scan_id: str, after: str | None = None, count: int | None = None) -> list[LogEntry]:
+    async def read(
+        self, scan_id: str, after: str | None = None, count: int | None = None
+    ) -> list[LogEntry]:
         """Entries after `after` (exclusive), or from the start."""
         start = f"({after}" if after else "-"
         async with store_errors():
@@ -163,6 +297,20 @@ class EventStore:
     async def ping(self) -> None:
         async with store_errors():
             await self.redis.ping()
+
+    async def eviction_policy(self) -> str | None:
+        """Redis's `maxmemory-policy`, or None where CONFIG is not allowed (managed Redis).
+
+        Anything but `noeviction` lets Redis evict keys with a TTL: a finished scan's log
+        could vanish before its retention ends. Callers warn at start-up.
+        """
+        async with store_errors():
+            try:
+                reply: Any = await self.redis.config_get("maxmemory-policy")
+            except redis_errors.ResponseError:
+                return None
+        value = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))
+        return _text(value) if value is not None else None
 
 
 def digest(value: str) -> str:

@@ -13,7 +13,7 @@ from scanstream.settings import Settings
 from scanstream.store import EventStore
 from scanstream.strategies.api import Strategy, StrategyContext
 from tests.support import strategies as ts
-from tests.support.faults import start_scan, wait_until_ended, workers_running
+from tests.support.scans import start_scan, wait_until_ended, workers_running
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ async def _noop(ctx: StrategyContext) -> None:
 async def test_a_scan_runs_every_strategy_and_ends_completed(
     settings: Settings, store: EventStore
 ) -> None:
-    """Given noop, finder and flaky, when a worker runs them, the scan completes with all findings."""
+    """Given noop, finder and flaky, a worker runs them and the scan completes with all findings."""
     async with workers_running(settings, TEST_STRATEGIES):
         scan_id = await start_scan(store, ["noop", "finder", "flaky"], {"finds": 4})
         view = await wait_until_ended(store, scan_id)

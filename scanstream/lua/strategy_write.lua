@@ -25,6 +25,12 @@ if redis.call('HEXISTS', fence, 'done:' .. strategy) == 1 then
   return {'done', 0, false}
 end
 
+if redis.call('HEXISTS', fence, 'names') == 1
+    and redis.call('HEXISTS', fence, 'in:' .. strategy) == 0 then
+  -- Not a strategy of this scan (a hand-written job): it never counts toward the end.
+  return {'missing', 0, false}
+end
+
 if mode == 'start' then
   local attempt = redis.call('HINCRBY', fence, 'attempt:' .. strategy, 1)
   local data = '{"attempt":' .. attempt .. ',' .. string.sub(ARGV[8], 2)

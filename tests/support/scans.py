@@ -1,9 +1,9 @@
-"""Starting scans and running in-process workers, for tests that drive the worker directly."""
+"""Starting scans the way the API does, waiting for them, and in-process workers."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,30 +29,44 @@ async def start_scan(
     strategies: Sequence[str],
     params: dict[str, Any] | None = None,
     user_id: str = "alice",
+    enqueue: bool = True,
 ) -> str:
     """What POST /v1/scans does underneath: scan.requested, then one job per strategy."""
     scan_id = new_scan_id()
-    await store.create_scan(
-        scan_id,
-        ev.stamp(
-            ev.ScanRequested, user_id=user_id, strategies=list(strategies), params=params or {}
-        ),
+    requested = ev.stamp(
+        ev.ScanRequested, user_id=user_id, strategies=list(strategies), params=params or {}
     )
-    await jobs.ensure_group(store.redis, store.keys)
-    pipe = store.redis.pipeline(transaction=False)
-    jobs.enqueue_into(pipe, store.keys, scan_id, strategies)
-    await pipe.execute()
+    await store.create_scan(scan_id, requested)
+    if enqueue:
+        await jobs.ensure_group(store.redis, store.keys)
+        pipe = store.redis.pipeline(transaction=False)
+        jobs.enqueue_into(pipe, store.keys, scan_id, strategies)
+        await pipe.execute()
     return scan_id
 
 
-async def wait_until_ended(store: EventStore, scan_id: str, timeout_s: float = 30.0) -> ScanView:
+async def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.02
+) -> Any:
+    """Poll `predicate` (sync or async) until it returns something truthy."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
+        value = predicate()
+        if hasattr(value, "__await__"):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await anyio.sleep(interval_s)
+
+
+async def wait_until_ended(store: EventStore, scan_id: str, timeout_s: float = 30.0) -> ScanView:
+    async def ended() -> ScanView | None:
         view = fold_all(scan_id, await store.read(scan_id))
-        if view.terminal:
-            return view
-        await anyio.sleep(0.02)
-    raise AssertionError(f"{scan_id} did not end within {timeout_s}s")
+        return view if view.terminal else None
+
+    return await wait_for(ended, timeout_s, f"{scan_id} to end")  # type: ignore[no-any-return]
 
 
 @asynccontextmanager

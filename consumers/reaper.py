@@ -1,0 +1,112 @@
+"""Upkeep every worker runs, one worker per round: scan deadlines, job-stream trimming,
+removing consumers that are gone.
+
+- Deadlines: a scan still in the running set `scan_deadline_s` after its creation is ended
+  with what it has (`EventStore.end_overdue_scan`), whether or not any worker is running
+  its jobs: no scan stays `running` or `queued` for ever. The set is written when the
+  scan is created (`EventStore.create_scan`), so no API change is needed to register it.
+- Trimming: acknowledged job entries are dropped (lua/trim_jobs.lua), never a pending or
+  undelivered one. Scan streams are never trimmed: they expire whole, after they end.
+- Consumers with no pending job that have not read for `consumer_expiry_s` are removed
+  (lua/prune_consumers.lua); one that still owns a job never is.
+
+A round takes the `keys.reaper_lock` for one interval (SET NX PX), so however many
+workers run, the sweep happens about once per interval. Every step is idempotent and
+atomic on its own, so two workers sweeping at once (a lock that expired early) is
+harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+from redis.asyncio import Redis
+
+from consumers import metrics
+from scanstream import jobs
+from scanstream.errors import StoreUnavailable
+from scanstream.keys import JOB_GROUP
+from scanstream.settings import Settings
+from scanstream.store import EventStore, store_errors
+
+log = logging.getLogger("scanstream.reaper")
+OVERDUE_BATCH = 100
+MAX_BATCHES = 10  # per round; the rest waits for the next round
+LAG_GAUGE_CAP = 1_000
+
+
+@dataclass
+class RoundReport:
+    ended: list[tuple[str, str]]  # (scan id, terminal type) ended at the deadline
+    forgotten: int  # running-set entries of scans that had already ended or expired
+    trimmed: int
+    pruned: list[str]
+
+
+class Reaper:
+    def __init__(self, redis: Redis, store: EventStore, settings: Settings, name: str) -> None:
+        self.redis = redis
+        self.store = store
+        self.keys = store.keys
+        self.settings = settings
+        self.name = name
+
+    async def run(self) -> None:
+        """Forever: one round per `reap_interval_s` if this worker wins the round's lock."""
+        while True:
+            await anyio.sleep(self.settings.reap_interval_s)
+            try:
+                if await self._take_round():
+                    await self.sweep()
+            except StoreUnavailable:
+                metrics.REDIS_ERRORS.labels("reaper").inc()
+
+    async def _take_round(self) -> bool:
+        ttl_ms = max(1, int(self.settings.reap_interval_s * 1000 * 0.9))
+        async with store_errors():
+            return bool(await self.redis.set(self.keys.reaper_lock, self.name, nx=True, px=ttl_ms))
+
+    async def sweep(self) -> RoundReport:
+        """One round of every upkeep step."""
+        ended, forgotten = await self.end_overdue_scans()
+        trimmed = await jobs.trim(self.redis, self.keys)
+        if trimmed:
+            metrics.TRIMMED.inc(trimmed)
+        pruned = await jobs.prune_consumers(
+            self.redis, self.keys, int(self.settings.consumer_expiry_s * 1000)
+        )
+        if pruned:
+            metrics.CONSUMERS_PRUNED.inc(len(pruned))
+            log.info("removed %d gone consumers with no pending job: %s", len(pruned),
+                     ", ".join(pruned[:10]))
+        await self._gauges()
+        return RoundReport(ended, forgotten, trimmed, pruned)
+
+    async def end_overdue_scans(self) -> tuple[list[tuple[str, str]], int]:
+        ended: list[tuple[str, str]] = []
+        forgotten = 0
+        for _ in range(MAX_BATCHES):
+            overdue = await self.store.overdue_scans(self.settings.scan_deadline_s, OVERDUE_BATCH)
+            for scan_id in overdue:
+                status, terminal = await self.store.end_overdue_scan(scan_id)
+                if status == "ok":
+                    ended.append((scan_id, terminal))
+                    metrics.DEADLINE_ENDS.inc()
+                    log.warning("scan ended at its deadline (%gs): %s",
+                                self.settings.scan_deadline_s, terminal,
+                                extra={"scan_id": scan_id, "worker": self.name})
+                else:
+                    forgotten += 1
+            if len(overdue) < OVERDUE_BATCH:
+                break
+        return ended, forgotten
+
+    async def _gauges(self) -> None:
+        info = await jobs.stream_info(self.redis, self.keys, lag_cap=LAG_GAUGE_CAP)
+        for group in info.groups:
+            if group.name == JOB_GROUP:
+                metrics.PENDING.set(group.pending)
+                if group.lag is not None:
+                    metrics.LAG.set(group.lag)

@@ -1,0 +1,98 @@
+"""Redis itself failing under real worker processes: killed with SIGKILL mid-scan and
+restarted on the same port and data directory, with AOF `appendfsync always`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from scanstream import events as ev
+from scanstream.embedded import RedisProcess
+from scanstream.errors import StoreUnavailable
+from scanstream.keys import Keys
+from scanstream.projection import fold_all
+from scanstream.redis_conn import client
+from scanstream.settings import Settings
+from scanstream.store import EventStore
+from tests.support.faults import (
+    assert_log_is_sound,
+    consumer_name,
+    fault_settings,
+    log_records,
+    worker,
+)
+from tests.support.procs import running
+from tests.support.scans import (
+    start_scan,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    """A redis-server of this test's own, with AOF fsync on every write."""
+    server = RedisProcess(data_dir=tmp_path / "redis", appendfsync="always").start()
+    yield server
+    server.kill()
+
+
+async def _read_or_none(store: EventStore, scan_id: str) -> list[ev.LogEntry] | None:
+    try:
+        return await store.read(scan_id)
+    except StoreUnavailable:
+        return None
+
+
+async def test_a_scan_survives_redis_being_killed_and_restarted(
+    settings: Settings, own_redis: RedisProcess, tmp_path: Path
+) -> None:
+    """Given a scan running on two workers, when Redis is SIGKILLed and restarted from its
+    AOF (always), every event read before the kill is still there, and the scan completes
+    with each opportunity once."""
+    s = fault_settings(settings, redis_url=own_redis.url)
+    redis = client(own_redis.url)
+    store = EventStore(redis, Keys(s.prefix), retention_s=s.retention_s)
+    names = ["steady_a", "steady_b", "finder"]
+    procs = (worker(s, tmp_path, "a"), worker(s, tmp_path, "b"))
+    try:
+        with running(*procs):
+            for p in procs:
+                await consumer_name(p)
+            scan_id = await start_scan(store, names, {"slow_s": 2.0})
+
+            async def some_findings() -> list[ev.LogEntry] | None:
+                entries = await store.read(scan_id)
+                found = [e for e in entries if isinstance(e.event, ev.OpportunityFound)]
+                return entries if len(found) >= 12 else None
+
+            await wait_for(some_findings, 10, "findings before the crash")
+            before = await store.read(scan_id)  # acknowledged: Redis answered with them
+            own_redis.kill()
+            await anyio.sleep(0.5)
+            own_redis.start()
+
+            async def ended() -> list[ev.LogEntry] | None:
+                entries = await _read_or_none(store, scan_id)
+                return entries if entries and fold_all(scan_id, entries).terminal else None
+
+            after = await wait_for(ended, 30, "the scan to end after the restart", 0.05)
+            records = [r for p in procs for r in log_records(p)]
+    finally:
+        await redis.aclose()
+    assert {e.id: (e.type, e.data) for e in before}.items() <= {
+        e.id: (e.type, e.data) for e in after}.items()
+    view = fold_all(scan_id, after)
+    story = [(e.type, getattr(e.event, "strategy", ""), getattr(e.event, "attempt", 0),
+              getattr(e.event, "error", None)) for e in after if e.type != "opportunity.found"]
+    assert view.state == "completed", story
+    assert_log_is_sound(after)
+    assert view.strategies["steady_a"].opportunities == 20, story
+    assert view.strategies["steady_b"].opportunities == 20, story
+    assert len(view.opportunities) == 43, story
+    assert any("Redis unavailable" in r["message"] for r in records), "no worker saw the outage"
+    assert all(p.process is not None for p in procs)
