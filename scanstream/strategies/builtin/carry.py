@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from scanstream.events import Side
 from scanstream.strategies.api import StrategyContext, strategy
 from scanstream.strategies.builtin.common import (
     Knob,
-    Progress,
+    each_venue,
+    fade,
     knobs,
     market_of,
-    num,
+    report,
+    rich_or_cheap,
     strength,
     tunable,
 )
@@ -30,41 +31,30 @@ FUNDING = tunable(
     "one finding per venue.",
 )
 async def funding_carry(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, FUNDING)
-    n = int(k["average_of"])
-    fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        for venue in market.venues_of(symbol):
-            f = market.funding(symbol, venue)
-            if f is None or len(f) < 3 * n:
-                continue
-            avg = sum(f.rate[-n:]) / n
-            ann = f.annualised(avg)
-            recent = f.rate[-3 * n :]
-            same = sum(1 for r in recent if r * avg > 0) / len(recent)
-            payments = k["holding_days"] * 24.0 / f.interval_h
-            expected = abs(avg) * payments - 4 * fee  # open and close both legs
-            if abs(ann) >= k["min_annualised"] and same >= k["consistency"] and expected > 0:
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side="short" if avg > 0 else "long",
-                        key=venue,
-                        score=strength(abs(ann), k["min_annualised"]),
-                        expected_return=expected,
-                        details={
-                            "venue": venue,
-                            "funding_rate": num(avg),
-                            "annualised": num(ann),
-                            "interval_hours": num(f.interval_h),
-                            "same_sign_share": num(same),
-                            "holding_days": num(k["holding_days"]),
-                        },
-                    )
-                )
-        await progress.step(symbol)
+    market, k = market_of(ctx), knobs(ctx, FUNDING)
+    n, fee = int(k["average_of"]), market.params.fee
+    async for symbol, venue in each_venue(ctx, market):
+        f = market.funding(symbol, venue)
+        if f is None or len(f) < 3 * n:
+            continue
+        avg = sum(f.rate[-n:]) / n
+        ann = f.annualised(avg)
+        recent = f.rate[-3 * n :]
+        same = sum(1 for r in recent if r * avg > 0) / len(recent)
+        payments = k["holding_days"] * 24.0 / f.interval_h
+        expected = abs(avg) * payments - 4 * fee  # open and close both legs
+        if abs(ann) >= k["min_annualised"] and same >= k["consistency"] and expected > 0:
+            details = {
+                "venue": venue,
+                "funding_rate": avg,
+                "annualised": ann,
+                "interval_hours": f.interval_h,
+                "same_sign_share": same,
+                "holding_days": k["holding_days"],
+            }
+            score = strength(abs(ann), k["min_annualised"])
+            side = fade(avg)  # the side that is paid
+            await report(ctx, symbol, side, score, expected, details, key=venue)
 
 
 BASIS = tunable(
@@ -82,44 +72,30 @@ BASIS = tunable(
     "the reverse. Side is the future's; one finding per venue.",
 )
 async def basis_carry(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, BASIS)
+    market, k = market_of(ctx), knobs(ctx, BASIS)
     fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        for venue in market.venues_of(symbol):
-            x = market.basis(symbol, venue)
-            if x is None or not len(x):
-                continue
-            days = (x.expiry_ts[-1] - x.ts[-1]) / 86400.0
-            if days < max(k["min_days"], 1e-6):
-                continue
-            raw = x.future[-1] / x.spot[-1] - 1.0
-            ann = raw * 365.0 / days
-            side: Side | None = None
-            if ann >= k["min_annualised"]:
-                side = "short"
-            elif ann <= k["max_backwardation"]:
-                side = "long"
-            expected = abs(raw) - 4 * fee
-            if side and expected > 0:
-                threshold = k["min_annualised"] if side == "short" else -k["max_backwardation"]
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side=side,
-                        key=venue,
-                        score=strength(abs(ann), threshold),
-                        expected_return=expected,
-                        details={
-                            "venue": venue,
-                            "spot": num(x.spot[-1]),
-                            "future": num(x.future[-1]),
-                            "basis": num(raw),
-                            "annualised": num(ann),
-                            "days_to_expiry": num(days),
-                            "expiry_ts": x.expiry_ts[-1],
-                        },
-                    )
-                )
-        await progress.step(symbol)
+    async for symbol, venue in each_venue(ctx, market):
+        x = market.basis(symbol, venue)
+        if x is None or not len(x):
+            continue
+        days = (x.expiry_ts[-1] - x.ts[-1]) / 86400.0
+        if days < max(k["min_days"], 1e-6):
+            continue
+        raw = x.future[-1] / x.spot[-1] - 1.0
+        ann = raw * 365.0 / days
+        side = rich_or_cheap(ann, k["min_annualised"], k["max_backwardation"])
+        expected = abs(raw) - 4 * fee
+        if side and expected > 0:
+            threshold = k["min_annualised"] if side == "short" else -k["max_backwardation"]
+            details = {
+                "venue": venue,
+                "spot": x.spot[-1],
+                "future": x.future[-1],
+                "basis": raw,
+                "annualised": ann,
+                "days_to_expiry": days,
+                "expiry_ts": x.expiry_ts[-1],
+            }
+            await report(
+                ctx, symbol, side, strength(abs(ann), threshold), expected, details, key=venue
+            )

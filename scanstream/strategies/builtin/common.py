@@ -1,4 +1,4 @@
-"""What the built-in strategies share: the market, tunable thresholds, progress, scores.
+"""What the built-in strategies share: the market, tunable thresholds, progress, findings.
 
 Thresholds ("knobs") have defaults here and can be overridden per scan under
 `params.<strategy name>`, e.g. `{"rsi": {"upper": 80, "lower": 20}}`.
@@ -7,16 +7,19 @@ Thresholds ("knobs") have defaults here and can be overridden per scan under
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 from scanstream.errors import InvalidRequest
-from scanstream.market import Market, market_for, parse_params
+from scanstream.events import Side
+from scanstream.market import Bars, Market, market_for, parse_params
 from scanstream.strategies.api import StrategyContext
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def knobs(ctx: StrategyContext, spec: Knobs) -> dict[str, float]:
 
 
 def resolve(name: str, spec: Knobs, params: Mapping[str, Any]) -> dict[str, float]:
-    values = {k: knob.default for k, knob in spec.items()}
+    values = {k: float(knob.default) for k, knob in spec.items()}
     overrides = params.get(name)
     if overrides is None:
         return values
@@ -90,37 +93,94 @@ def market_of(ctx: StrategyContext) -> Market:
     return market
 
 
-class Progress:
-    """Reports progress at most `reports` times over `total` steps, pacing each report.
+async def paced(
+    ctx: StrategyContext,
+    market: Market,
+    items: Sequence[T],
+    label: Callable[[T], str],
+    *,
+    reports: int = 40,
+    empty: str | None = None,
+) -> AsyncIterator[T]:
+    """Each of `items`; once the caller is done with one, progress is reported (as `label(item)`).
 
-    Every report sleeps `pace_ms` (or just yields to the event loop when it is 0), so a long
-    loop never holds the event loop for more than one step.
+    Progress goes out at most `reports` times, and each report first sleeps `pace_ms` (or just
+    yields to the event loop when it is 0), so a long loop never holds the event loop for more
+    than one step. With no items at all, `empty` (when given) is reported as complete.
     """
+    total = max(1, len(items))
+    every = max(1, math.ceil(total / reports))
+    pace_s = market.params.pace_ms / 1000.0
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % every == 0 or done >= total:
+            if pace_s > 0:
+                await anyio.sleep(pace_s)
+            else:
+                await anyio.lowlevel.checkpoint()
+            await ctx.progress(min(1.0, done / total), label(item))
+    if not items and empty is not None:
+        await ctx.progress(1.0, empty)
 
-    def __init__(
-        self, ctx: StrategyContext, market: Market, total: int, *, reports: int = 40
-    ) -> None:
-        self.ctx = ctx
-        self.total = max(1, total)
-        self.every = max(1, math.ceil(self.total / reports))
-        self.pace_s = market.params.pace_ms / 1000.0
-        self.done = 0
 
-    async def step(self, message: str) -> None:
-        self.done += 1
-        if self.done % self.every and self.done < self.total:
-            return
-        if self.pace_s > 0:
-            await anyio.sleep(self.pace_s)
-        else:
-            await anyio.lowlevel.checkpoint()
-        await self.ctx.progress(min(1.0, self.done / self.total), message)
+def each_symbol(ctx: StrategyContext, market: Market) -> AsyncIterator[str]:
+    """Each symbol of `market`, reporting progress as `paced` does."""
+    return paced(ctx, market, market.symbols, str)
 
-    async def finish(self, message: str = "done") -> None:
-        """Report completion if the steps have not (e.g. there was nothing to step through)."""
-        if self.done < self.total:
-            self.done = self.total
-            await self.ctx.progress(1.0, message)
+
+async def each_bars(ctx: StrategyContext, market: Market) -> AsyncIterator[tuple[str, Bars]]:
+    """Each symbol of `market` with its bars on its primary venue, reporting progress."""
+    async for symbol in each_symbol(ctx, market):
+        yield symbol, market.bars(symbol)
+
+
+async def each_venue(ctx: StrategyContext, market: Market) -> AsyncIterator[tuple[str, str]]:
+    """Each (symbol, venue) where the symbol trades, reporting progress once per symbol."""
+    async for symbol in each_symbol(ctx, market):
+        for venue in market.venues_of(symbol):
+            yield symbol, venue
+
+
+async def report(
+    ctx: StrategyContext,
+    symbol: str,
+    side: Side,
+    score: float,
+    expected_return: float,
+    details: Mapping[str, object],
+    *,
+    key: str = "",
+) -> None:
+    """Report a finding; float details are rounded by `num`, whole numbers and text kept as is."""
+    await ctx.found(
+        ctx.opportunity(
+            symbol=symbol,
+            side=side,
+            score=score,
+            expected_return=expected_return,
+            details={k: num(v) if isinstance(v, float) else v for k, v in details.items()},
+            key=key,
+        )
+    )
+
+
+def follow(x: float) -> Side:
+    """Go with a move: long when `x` is positive, else short."""
+    return "long" if x > 0 else "short"
+
+
+def fade(x: float) -> Side:
+    """Go against a stretch: short when `x` is positive, else long."""
+    return "short" if x > 0 else "long"
+
+
+def rich_or_cheap(value: float, rich_at: float, cheap_at: float) -> Side | None:
+    """Short what is rich (`value` at or above `rich_at`), long what is cheap, else None."""
+    if value >= rich_at:
+        return "short"
+    if value <= cheap_at:
+        return "long"
+    return None
 
 
 def strength(value: float, threshold: float) -> float:

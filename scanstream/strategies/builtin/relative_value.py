@@ -10,10 +10,12 @@ from scanstream.market import series as S
 from scanstream.strategies.api import StrategyContext, strategy
 from scanstream.strategies.builtin.common import (
     Knob,
-    Progress,
+    each_symbol,
+    fade,
     knobs,
     market_of,
-    num,
+    paced,
+    report,
     strength,
     tunable,
 )
@@ -34,10 +36,8 @@ PAIRS = tunable(
     "short the rich leg, long the cheap one. The symbol is 'A/B' and the side is for A.",
 )
 async def pairs_spread(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, PAIRS)
-    w = int(k["window"])
-    fee = market.params.fee
+    market, k = market_of(ctx), knobs(ctx, PAIRS)
+    w, fee = int(k["window"]), market.params.fee
     logs: dict[str, list[float]] = {}
     unit: dict[str, list[float]] = {}
     last_ts: dict[str, tuple[int, int]] = {}
@@ -49,8 +49,7 @@ async def pairs_spread(ctx: StrategyContext) -> None:
             unit[symbol] = S.standardise([y - x for x, y in itertools.pairwise(lp)])
             last_ts[symbol] = (b.ts[-w], b.ts[-1])
     pairs = list(itertools.combinations(logs, 2))
-    progress = Progress(ctx, market, len(pairs), reports=30)
-    for a, b_ in pairs:
+    async for a, b_ in paced(ctx, market, pairs, "/".join, reports=30, empty="no pairs to compare"):
         corr = sum(map(mul, unit[a], unit[b_]))
         if corr >= k["min_correlation"] and last_ts[a] == last_ts[b_]:
             la, lb = logs[a], logs[b_]
@@ -67,25 +66,17 @@ async def pairs_spread(ctx: StrategyContext) -> None:
                 and half_life <= k["max_half_life"]
                 and expected > 0
             ):
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=f"{a}/{b_}",
-                        side="short" if z > 0 else "long",
-                        score=strength(abs(z), k["min_z"]),
-                        expected_return=expected,
-                        details={
-                            "correlation": num(corr),
-                            "beta": num(beta),
-                            "z": num(z),
-                            "spread": num(spread[-1]),
-                            "spread_std": num(sd),
-                            "half_life_bars": num(half_life),
-                            "window_bars": w,
-                        },
-                    )
-                )
-        await progress.step(f"{a}/{b_}")
-    await progress.finish("no pairs to compare" if not pairs else "done")
+                details = {
+                    "correlation": corr,
+                    "beta": beta,
+                    "z": z,
+                    "spread": spread[-1],
+                    "spread_std": sd,
+                    "half_life_bars": half_life,
+                    "window_bars": w,
+                }
+                score = strength(abs(z), k["min_z"])
+                await report(ctx, f"{a}/{b_}", fade(z), score, expected, details)
 
 
 ARBITRAGE = tunable(
@@ -101,44 +92,34 @@ ARBITRAGE = tunable(
     "selling on the other; neutral (long the cheap venue, short the rich one).",
 )
 async def cross_venue_arbitrage(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, ARBITRAGE)
+    market, k = market_of(ctx), knobs(ctx, ARBITRAGE)
     fee = market.params.fee
     costs = 2 * fee
     window = int(k["persistence"])
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
+    async for symbol in each_symbol(ctx, market):
         quotes = {v: market.bars(symbol, v) for v in market.venues_of(symbol)}
         latest = max((b.ts[-1] for b in quotes.values()), default=None)
         live = {v: b for v, b in quotes.items() if b.ts[-1] == latest}
-        if len(live) >= 2:
-            buy = min(live, key=lambda v: live[v].close[-1])
-            sell = max(live, key=lambda v: live[v].close[-1])
-            lo, hi = live[buy].close[-1], live[sell].close[-1]
-            gross = hi / lo - 1.0
-            net = gross - costs
-            if net * 10_000 >= k["min_edge_bps"] and net > 0:
-                held = _held(live[buy].close, live[sell].close, costs, window)
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side="neutral",
-                        key=f"{buy}>{sell}",
-                        score=strength(gross, costs),
-                        expected_return=net,
-                        details={
-                            "buy_venue": buy,
-                            "sell_venue": sell,
-                            "buy_price": num(lo),
-                            "sell_price": num(hi),
-                            "gross_spread": num(gross),
-                            "net_spread": num(net),
-                            "fee_per_leg": num(fee),
-                            "bars_held": held,
-                        },
-                    )
-                )
-        await progress.step(symbol)
+        if len(live) < 2:
+            continue
+        buy = min(live, key=lambda v: live[v].close[-1])
+        sell = max(live, key=lambda v: live[v].close[-1])
+        lo, hi = live[buy].close[-1], live[sell].close[-1]
+        gross = hi / lo - 1.0
+        net = gross - costs
+        if net * 10_000 >= k["min_edge_bps"] and net > 0:
+            details = {
+                "buy_venue": buy,
+                "sell_venue": sell,
+                "buy_price": lo,
+                "sell_price": hi,
+                "gross_spread": gross,
+                "net_spread": net,
+                "fee_per_leg": fee,
+                "bars_held": _held(live[buy].close, live[sell].close, costs, window),
+            }
+            key = f"{buy}>{sell}"
+            await report(ctx, symbol, "neutral", strength(gross, costs), net, details, key=key)
 
 
 def _held(cheap: tuple[float, ...], rich: tuple[float, ...], costs: float, window: int) -> int:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from scanstream.events import Side
 from scanstream.market import series as S
 from scanstream.strategies.api import StrategyContext, strategy
 from scanstream.strategies.builtin.common import (
     Knob,
-    Progress,
+    each_bars,
+    fade,
     knobs,
     market_of,
-    num,
     ready,
+    report,
+    rich_or_cheap,
     strength,
     tunable,
 )
@@ -31,37 +32,19 @@ MEAN_REVERSION = tunable(
     "(ADX below the threshold): fade the stretch.",
 )
 async def mean_reversion(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, MEAN_REVERSION)
-    n = int(k["window"])
-    fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        b = market.bars(symbol)
-        if len(b) > max(n, 30):
-            z = S.zscore(b.close, n)
-            adx = S.adx(b.high, b.low, b.close, 14)[-1]
-            if ready(z, adx) and abs(z) >= k["min_z"] and adx < k["max_adx"]:
-                c = b.close[-1]
-                avg = S.mean(b.close[-n:])
-                expected = k["reversion"] * abs(avg - c) / c - 2 * fee
-                if expected > 0:
-                    await ctx.found(
-                        ctx.opportunity(
-                            symbol=symbol,
-                            side="short" if z > 0 else "long",
-                            score=strength(abs(z), k["min_z"]),
-                            expected_return=expected,
-                            details={
-                                "window_bars": n,
-                                "z": num(z),
-                                "mean": num(avg),
-                                "close": num(c),
-                                "adx": num(adx),
-                            },
-                        )
-                    )
-        await progress.step(symbol)
+    market, k = market_of(ctx), knobs(ctx, MEAN_REVERSION)
+    n, fee = int(k["window"]), market.params.fee
+    async for symbol, b in each_bars(ctx, market):
+        if len(b) <= max(n, 30):
+            continue
+        z = S.zscore(b.close, n)
+        adx = S.adx(b.high, b.low, b.close, 14)[-1]
+        if ready(z, adx) and abs(z) >= k["min_z"] and adx < k["max_adx"]:
+            c, avg = b.close[-1], S.mean(b.close[-n:])
+            expected = _reversion_return(c, avg, k["reversion"], fee)
+            if expected > 0:
+                details = {"window_bars": n, "z": z, "mean": avg, "close": c, "adx": adx}
+                await report(ctx, symbol, fade(z), strength(abs(z), k["min_z"]), expected, details)
 
 
 RSI = tunable(
@@ -79,42 +62,23 @@ RSI = tunable(
     "(below the lower level: long); the further beyond, the stronger.",
 )
 async def rsi(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, RSI)
+    market, k = market_of(ctx), knobs(ctx, RSI)
     n, target_n = int(k["period"]), int(k["target_window"])
     fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        close = market.bars(symbol).close
-        if len(close) > max(n, target_n) + 1:
-            value = S.rsi(close, n)[-1]
-            side: Side | None = None
-            if value >= k["upper"]:
-                side = "short"
-            elif value <= k["lower"]:
-                side = "long"
-            if side and ready(value):
-                c = close[-1]
-                target = S.mean(close[-target_n:])
-                expected = 0.5 * abs(target - c) / c - 2 * fee
-                level = k["upper"] if side == "short" else k["lower"]
-                if expected > 0:
-                    await ctx.found(
-                        ctx.opportunity(
-                            symbol=symbol,
-                            side=side,
-                            score=strength(abs(value - 50.0), max(abs(level - 50.0), 1e-9)),
-                            expected_return=expected,
-                            details={
-                                "rsi": num(value),
-                                "period": n,
-                                "level": num(level),
-                                "close": num(c),
-                                "target": num(target),
-                            },
-                        )
-                    )
-        await progress.step(symbol)
+    async for symbol, b in each_bars(ctx, market):
+        close = b.close
+        if len(close) <= max(n, target_n) + 1:
+            continue
+        value = S.rsi(close, n)[-1]
+        side = rich_or_cheap(value, k["upper"], k["lower"])
+        if side and ready(value):
+            c, target = close[-1], S.mean(close[-target_n:])
+            expected = _reversion_return(c, target, 0.5, fee)
+            level = k["upper"] if side == "short" else k["lower"]
+            if expected > 0:
+                score = strength(abs(value - 50.0), max(abs(level - 50.0), 1e-9))
+                details = {"rsi": value, "period": n, "level": level, "close": c, "target": target}
+                await report(ctx, symbol, side, score, expected, details)
 
 
 VWAP = tunable(
@@ -131,33 +95,23 @@ VWAP = tunable(
     "expect a partial return to VWAP.",
 )
 async def vwap_deviation(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, VWAP)
-    n = int(k["window"])
-    fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        b = market.bars(symbol)
-        if len(b) > max(n, 15):
-            vw = S.vwap(b.high, b.low, b.close, b.volume, n)
-            atr = S.atr(b.high, b.low, b.close, 14)[-1]
-            c = b.close[-1]
-            dev = (c - vw) / atr if ready(vw, atr) and atr > 0 else 0.0
-            expected = k["reversion"] * abs(c - vw) / c - 2 * fee
-            if abs(dev) >= k["min_atr"] and expected > 0:
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side="short" if dev > 0 else "long",
-                        score=strength(abs(dev), k["min_atr"]),
-                        expected_return=expected,
-                        details={
-                            "window_bars": n,
-                            "vwap": num(vw),
-                            "close": num(c),
-                            "deviation_atr": num(dev),
-                            "atr": num(atr),
-                        },
-                    )
-                )
-        await progress.step(symbol)
+    market, k = market_of(ctx), knobs(ctx, VWAP)
+    n, fee = int(k["window"]), market.params.fee
+    async for symbol, b in each_bars(ctx, market):
+        if len(b) <= max(n, 15):
+            continue
+        vw = S.vwap(b.high, b.low, b.close, b.volume, n)
+        atr = S.atr(b.high, b.low, b.close, 14)[-1]
+        c = b.close[-1]
+        dev = (c - vw) / atr if ready(vw, atr) and atr > 0 else 0.0
+        expected = _reversion_return(c, vw, k["reversion"], fee)
+        if abs(dev) >= k["min_atr"] and expected > 0:
+            details = {"window_bars": n, "vwap": vw, "close": c, "deviation_atr": dev, "atr": atr}
+            await report(
+                ctx, symbol, fade(dev), strength(abs(dev), k["min_atr"]), expected, details
+            )
+
+
+def _reversion_return(close: float, target: float, share: float, fee: float) -> float:
+    """The return of `close` moving `share` of the way back to `target`, net of a round trip."""
+    return share * abs(target - close) / close - 2 * fee

@@ -9,11 +9,12 @@ from scanstream.market import series as S
 from scanstream.strategies.api import StrategyContext, strategy
 from scanstream.strategies.builtin.common import (
     Knob,
-    Progress,
+    each_bars,
+    follow,
     knobs,
     market_of,
-    num,
     ready,
+    report,
     strength,
     tunable,
 )
@@ -32,37 +33,26 @@ MOMENTUM = tunable(
     "strong, steady moves tend to continue.",
 )
 async def momentum(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, MOMENTUM)
-    n = int(k["lookback"])
-    fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        close = market.bars(symbol).close
-        if len(close) > n + 1:
-            window = close[-n - 1 :]
-            vol = S.std(S.log_returns(window))
-            move = math.log(window[-1] / window[0])
-            t = move / (vol * math.sqrt(n)) if vol > 0 else 0.0
-            past = window[-1] / window[0] - 1.0
-            expected = k["continuation"] * abs(past) - 2 * fee
-            if abs(t) >= k["min_t"] and expected > 0:
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side="long" if t > 0 else "short",
-                        score=strength(abs(t), k["min_t"]),
-                        expected_return=expected,
-                        details={
-                            "lookback_bars": n,
-                            "return": num(past),
-                            "t_stat": num(t),
-                            "volatility_per_bar": num(vol),
-                            "close": num(close[-1]),
-                        },
-                    )
-                )
-        await progress.step(symbol)
+    market, k = market_of(ctx), knobs(ctx, MOMENTUM)
+    n, fee = int(k["lookback"]), market.params.fee
+    async for symbol, b in each_bars(ctx, market):
+        if len(b.close) <= n + 1:
+            continue
+        window = b.close[-n - 1 :]
+        vol = S.std(S.log_returns(window))
+        move = math.log(window[-1] / window[0])
+        t = move / (vol * math.sqrt(n)) if vol > 0 else 0.0
+        past = window[-1] / window[0] - 1.0
+        expected = k["continuation"] * abs(past) - 2 * fee
+        if abs(t) >= k["min_t"] and expected > 0:
+            details = {
+                "lookback_bars": n,
+                "return": past,
+                "t_stat": t,
+                "volatility_per_bar": vol,
+                "close": b.close[-1],
+            }
+            await report(ctx, symbol, follow(t), strength(abs(t), k["min_t"]), expected, details)
 
 
 BREAKOUT = tunable(
@@ -78,43 +68,30 @@ BREAKOUT = tunable(
     "channel window, confirmed by volume; scored by the margin in ATRs and the volume.",
 )
 async def breakout(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, BREAKOUT)
-    n = int(k["channel"])
-    fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        b = market.bars(symbol)
-        if len(b) > n + 15:
-            top, bottom = S.donchian(b.high, b.low, n)
-            c = b.close[-1]
-            atr = S.atr(b.high, b.low, b.close, 14)[-1]
-            vol_ratio = b.volume[-1] / S.mean(b.volume[-n - 1 : -1])
-            side: Side | None = "long" if c > top else "short" if c < bottom else None
-            if side and atr > 0 and vol_ratio >= k["min_volume_ratio"]:
-                margin = (c - top if side == "long" else bottom - c) / atr
-                score = (
-                    0.4 + 0.3 * min(margin, 1.0) + 0.3 * min(max(vol_ratio - 1.0, 0.0) / 2.0, 1.0)
-                )
-                expected = min(0.5 * (top - bottom), 3.0 * atr) / c - 2 * fee
-                if expected > 0:
-                    await ctx.found(
-                        ctx.opportunity(
-                            symbol=symbol,
-                            side=side,
-                            score=score,
-                            expected_return=expected,
-                            details={
-                                "channel_bars": n,
-                                "channel_high": num(top),
-                                "channel_low": num(bottom),
-                                "close": num(c),
-                                "margin_atr": num(margin),
-                                "volume_ratio": num(vol_ratio),
-                            },
-                        )
-                    )
-        await progress.step(symbol)
+    market, k = market_of(ctx), knobs(ctx, BREAKOUT)
+    n, fee = int(k["channel"]), market.params.fee
+    async for symbol, b in each_bars(ctx, market):
+        if len(b) <= n + 15:
+            continue
+        top, bottom = S.donchian(b.high, b.low, n)
+        c = b.close[-1]
+        atr = S.atr(b.high, b.low, b.close, 14)[-1]
+        vol_ratio = b.volume[-1] / S.mean(b.volume[-n - 1 : -1])
+        side: Side | None = "long" if c > top else "short" if c < bottom else None
+        if side and atr > 0 and vol_ratio >= k["min_volume_ratio"]:
+            margin = (c - top if side == "long" else bottom - c) / atr
+            score = 0.4 + 0.3 * min(margin, 1.0) + 0.3 * min(max(vol_ratio - 1.0, 0.0) / 2.0, 1.0)
+            expected = min(0.5 * (top - bottom), 3.0 * atr) / c - 2 * fee
+            if expected > 0:
+                details = {
+                    "channel_bars": n,
+                    "channel_high": top,
+                    "channel_low": bottom,
+                    "close": c,
+                    "margin_atr": margin,
+                    "volume_ratio": vol_ratio,
+                }
+                await report(ctx, symbol, side, score, expected, details)
 
 
 MACD = tunable(
@@ -133,39 +110,29 @@ MACD = tunable(
     "(the MACD line's recent change in ATRs).",
 )
 async def macd_cross(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, MACD)
+    market, k = market_of(ctx), knobs(ctx, MACD)
     fast, slow, sig, within = (int(k[x]) for x in ("fast", "slow", "signal", "within"))
     fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        b = market.bars(symbol)
-        if len(b) > slow + sig + 5 and fast < slow:
-            line, signal, hist = S.macd(b.close, fast, slow, sig)
-            direction, ago = S.last_cross(line, signal, within)
-            atr = S.atr(b.high, b.low, b.close, 14)[-1]
-            slope = (line[-1] - line[-4]) / atr if atr > 0 else 0.0
-            if direction and slope * direction >= k["min_slope"]:
-                c = b.close[-1]
-                expected = 1.5 * atr / c - 2 * fee
-                if expected > 0:
-                    await ctx.found(
-                        ctx.opportunity(
-                            symbol=symbol,
-                            side="long" if direction > 0 else "short",
-                            score=strength(abs(slope), k["min_slope"]),
-                            expected_return=expected,
-                            details={
-                                "macd": num(line[-1]),
-                                "signal": num(signal[-1]),
-                                "histogram": num(hist[-1]),
-                                "bars_since_cross": ago,
-                                "slope_atr": num(slope),
-                                "atr": num(atr),
-                            },
-                        )
-                    )
-        await progress.step(symbol)
+    async for symbol, b in each_bars(ctx, market):
+        if len(b) <= slow + sig + 5 or fast >= slow:
+            continue
+        line, signal, hist = S.macd(b.close, fast, slow, sig)
+        direction, ago = S.last_cross(line, signal, within)
+        atr = S.atr(b.high, b.low, b.close, 14)[-1]
+        slope = (line[-1] - line[-4]) / atr if atr > 0 else 0.0
+        if direction and slope * direction >= k["min_slope"]:
+            expected = 1.5 * atr / b.close[-1] - 2 * fee
+            if expected > 0:
+                details = {
+                    "macd": line[-1],
+                    "signal": signal[-1],
+                    "histogram": hist[-1],
+                    "bars_since_cross": ago,
+                    "slope_atr": slope,
+                    "atr": atr,
+                }
+                score = strength(abs(slope), k["min_slope"])
+                await report(ctx, symbol, follow(direction), score, expected, details)
 
 
 TREND = tunable(
@@ -183,38 +150,28 @@ TREND = tunable(
     "trend (ADX above the threshold).",
 )
 async def trend_following(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, TREND)
+    market, k = market_of(ctx), knobs(ctx, TREND)
     fast_n, slow_n, within = int(k["fast"]), int(k["slow"]), int(k["within"])
     fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        b = market.bars(symbol)
-        if len(b) > slow_n + within and fast_n < slow_n:
-            fast, slow = S.ema(b.close, fast_n), S.ema(b.close, slow_n)
-            direction, ago = S.last_cross(fast, slow, within)
-            adx = S.adx(b.high, b.low, b.close, 14)[-1]
-            if direction and ready(adx) and adx >= k["min_adx"]:
-                c = b.close[-1]
-                atr = S.atr(b.high, b.low, b.close, 14)[-1]
-                expected = 3.0 * atr / c - 2 * fee
-                if expected > 0:
-                    await ctx.found(
-                        ctx.opportunity(
-                            symbol=symbol,
-                            side="long" if direction > 0 else "short",
-                            score=strength(adx, k["min_adx"]),
-                            expected_return=expected,
-                            details={
-                                "ema_fast": num(fast[-1]),
-                                "ema_slow": num(slow[-1]),
-                                "adx": num(adx),
-                                "bars_since_cross": ago,
-                                "atr": num(atr),
-                            },
-                        )
-                    )
-        await progress.step(symbol)
+    async for symbol, b in each_bars(ctx, market):
+        if len(b) <= slow_n + within or fast_n >= slow_n:
+            continue
+        fast, slow = S.ema(b.close, fast_n), S.ema(b.close, slow_n)
+        direction, ago = S.last_cross(fast, slow, within)
+        adx = S.adx(b.high, b.low, b.close, 14)[-1]
+        if direction and ready(adx) and adx >= k["min_adx"]:
+            atr = S.atr(b.high, b.low, b.close, 14)[-1]
+            expected = 3.0 * atr / b.close[-1] - 2 * fee
+            if expected > 0:
+                details = {
+                    "ema_fast": fast[-1],
+                    "ema_slow": slow[-1],
+                    "adx": adx,
+                    "bars_since_cross": ago,
+                    "atr": atr,
+                }
+                score = strength(adx, k["min_adx"])
+                await report(ctx, symbol, follow(direction), score, expected, details)
 
 
 RELATIVE = tunable(
@@ -231,17 +188,12 @@ RELATIVE = tunable(
     "universe's (a z-score); the leaders long, the laggards short.",
 )
 async def relative_strength(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, RELATIVE)
-    n = int(k["lookback"])
-    fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
+    market, k = market_of(ctx), knobs(ctx, RELATIVE)
+    n, fee = int(k["lookback"]), market.params.fee
     rets: dict[str, float] = {}
-    for symbol in market.symbols:
-        close = market.bars(symbol).close
-        if len(close) > n:
-            rets[symbol] = close[-1] / close[-1 - n] - 1.0
-        await progress.step(symbol)
+    async for symbol, b in each_bars(ctx, market):
+        if len(b.close) > n:
+            rets[symbol] = b.close[-1] / b.close[-1 - n] - 1.0
     if len(rets) < 5:
         return
     mu, sd = S.mean(list(rets.values())), S.std(list(rets.values()))
@@ -251,19 +203,12 @@ async def relative_strength(ctx: StrategyContext) -> None:
         z = (r - mu) / sd
         expected = k["continuation"] * abs(r - mu) - 2 * fee
         if abs(z) >= k["min_z"] and expected > 0:
-            await ctx.found(
-                ctx.opportunity(
-                    symbol=symbol,
-                    side="long" if z > 0 else "short",
-                    score=strength(abs(z), k["min_z"]),
-                    expected_return=expected,
-                    details={
-                        "lookback_bars": n,
-                        "return": num(r),
-                        "universe_mean": num(mu),
-                        "universe_std": num(sd),
-                        "z": num(z),
-                        "universe_size": len(rets),
-                    },
-                )
-            )
+            details = {
+                "lookback_bars": n,
+                "return": r,
+                "universe_mean": mu,
+                "universe_std": sd,
+                "z": z,
+                "universe_size": len(rets),
+            }
+            await report(ctx, symbol, follow(z), strength(abs(z), k["min_z"]), expected, details)

@@ -7,10 +7,11 @@ from scanstream.market import series as S
 from scanstream.strategies.api import StrategyContext, strategy
 from scanstream.strategies.builtin.common import (
     Knob,
-    Progress,
+    each_bars,
+    follow,
     knobs,
     market_of,
-    num,
+    report,
     strength,
     tunable,
 )
@@ -32,47 +33,34 @@ SQUEEZE = tunable(
     "(a move is due, direction unknown).",
 )
 async def bollinger_squeeze(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, SQUEEZE)
+    market, k = market_of(ctx), knobs(ctx, SQUEEZE)
     n, hist = int(k["window"]), int(k["history"])
     fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        close = market.bars(symbol).close
-        if len(close) >= n + hist + 1:
-            mid = S.sma(close, n)
-            sd = S.rolling_std(close, n)
-            widths = [
-                2 * k["width"] * s / m
-                for s, m in zip(sd[-hist - 1 :], mid[-hist - 1 :], strict=True)
-            ]
-            pct = S.percentile_rank(
-                widths[:-1], widths[-2]
-            )  # the squeeze, judged before the last bar
-            c = close[-1]
-            upper, lower = mid[-1] + k["width"] * sd[-1], mid[-1] - k["width"] * sd[-1]
-            side: Side = "long" if c > upper else "short" if c < lower else "neutral"
-            limit = k["max_percentile"] if side != "neutral" else k["coiled_percentile"]
-            expected = 0.5 * (upper - lower) / c - 2 * fee
-            if pct <= limit and expected > 0:
-                score = 0.5 + 0.5 * (1.0 - pct / limit) if limit > 0 else 1.0
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side=side,
-                        score=score,
-                        expected_return=expected,
-                        details={
-                            "band_width": num(widths[-1]),
-                            "width_percentile": num(pct),
-                            "upper": num(upper),
-                            "lower": num(lower),
-                            "close": num(c),
-                            "history_bars": hist,
-                        },
-                    )
-                )
-        await progress.step(symbol)
+    async for symbol, b in each_bars(ctx, market):
+        close = b.close
+        if len(close) < n + hist + 1:
+            continue
+        mid, sd = S.sma(close, n), S.rolling_std(close, n)
+        widths = [
+            2 * k["width"] * s / m for s, m in zip(sd[-hist - 1 :], mid[-hist - 1 :], strict=True)
+        ]
+        pct = S.percentile_rank(widths[:-1], widths[-2])  # the squeeze, judged before the last bar
+        c = close[-1]
+        upper, lower = mid[-1] + k["width"] * sd[-1], mid[-1] - k["width"] * sd[-1]
+        side: Side = "long" if c > upper else "short" if c < lower else "neutral"
+        limit = k["max_percentile"] if side != "neutral" else k["coiled_percentile"]
+        expected = 0.5 * (upper - lower) / c - 2 * fee
+        if pct <= limit and expected > 0:
+            score = 0.5 + 0.5 * (1.0 - pct / limit) if limit > 0 else 1.0
+            details = {
+                "band_width": widths[-1],
+                "width_percentile": pct,
+                "upper": upper,
+                "lower": lower,
+                "close": c,
+                "history_bars": hist,
+            }
+            await report(ctx, symbol, side, score, expected, details)
 
 
 VOLUME = tunable(
@@ -90,37 +78,27 @@ VOLUME = tunable(
     "followed (long/short), without one it is flagged neutral (something is happening).",
 )
 async def volume_spike(ctx: StrategyContext) -> None:
-    market = market_of(ctx)
-    k = knobs(ctx, VOLUME)
+    market, k = market_of(ctx), knobs(ctx, VOLUME)
     n, recent = int(k["window"]), int(k["recent"])
     fee = market.params.fee
-    progress = Progress(ctx, market, len(market.symbols))
-    for symbol in market.symbols:
-        b = market.bars(symbol)
-        if len(b) > n + recent + 1:
-            best = max(range(len(b) - recent, len(b)), key=lambda i: b.volume[i])
-            base = S.median(b.volume[best - n : best])
-            ratio = b.volume[best] / base if base > 0 else 0.0
-            if ratio >= k["min_ratio"]:
-                sigma = S.std(S.returns(b.close[best - n : best]))
-                move = b.close[best] / b.close[best - 1] - 1.0
-                move_sd = move / sigma if sigma > 0 else 0.0
-                directional = abs(move_sd) >= k["min_move"]
-                side: Side = ("long" if move > 0 else "short") if directional else "neutral"
-                expected = max(0.5 * abs(move) - 2 * fee, 0.0) if directional else 0.0
-                await ctx.found(
-                    ctx.opportunity(
-                        symbol=symbol,
-                        side=side,
-                        score=strength(ratio, k["min_ratio"]),
-                        expected_return=expected,
-                        details={
-                            "volume_ratio": num(ratio),
-                            "bars_ago": len(b) - 1 - best,
-                            "bar_return": num(move),
-                            "move_sd": num(move_sd),
-                            "median_volume": num(base),
-                        },
-                    )
-                )
-        await progress.step(symbol)
+    async for symbol, b in each_bars(ctx, market):
+        if len(b) <= n + recent + 1:
+            continue
+        best = max(range(len(b) - recent, len(b)), key=lambda i: b.volume[i])
+        base = S.median(b.volume[best - n : best])
+        ratio = b.volume[best] / base if base > 0 else 0.0
+        if ratio >= k["min_ratio"]:
+            sigma = S.std(S.returns(b.close[best - n : best]))
+            move = b.close[best] / b.close[best - 1] - 1.0
+            move_sd = move / sigma if sigma > 0 else 0.0
+            directional = abs(move_sd) >= k["min_move"]
+            side: Side = follow(move) if directional else "neutral"
+            expected = max(0.5 * abs(move) - 2 * fee, 0.0) if directional else 0.0
+            details = {
+                "volume_ratio": ratio,
+                "bars_ago": len(b) - 1 - best,
+                "bar_return": move,
+                "move_sd": move_sd,
+                "median_volume": base,
+            }
+            await report(ctx, symbol, side, strength(ratio, k["min_ratio"]), expected, details)
