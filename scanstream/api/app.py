@@ -25,7 +25,8 @@ from scanstream.api.errors import EXCEPTION_HANDLERS
 from scanstream.api.metrics import ApiMetrics, MetricsMiddleware
 from scanstream.errors import ConfigError
 from scanstream.keys import Keys
-from scanstream.live.fanout import Fanout, FanoutCollector
+from scanstream.live.fanout import Fanout
+from scanstream.live.metrics import FanoutCollector
 from scanstream.projection_cache import ProjectionCache
 from scanstream.scan_index import ScanIndex
 from scanstream.service import ParamsValidator, ScanService

@@ -100,8 +100,11 @@ def _paths() -> dict[str, Any]:
         "/v1/scans/{scan_id}/events": {"get": {
             "summary": "Server-Sent Events: the log replayed, then followed live",
             "description": "Each message is `id: <entry id>`, `event: <type>`, `data: <SseData>`. "
-                           "Replays from the start, or after `Last-Event-ID` / `?after=`; ends "
-                           "after the terminal scan event; a comment at least every 15 s.",
+                           "Replays from the start, or after `Last-Event-ID` / `?after=` (the "
+                           "header wins; `0-0` is the start; any other id must be an entry of "
+                           "this scan's stream); ends after the terminal scan event; a comment "
+                           "at least every 15 s. A client too slow to keep up is disconnected "
+                           "and resumes with `Last-Event-ID`.",
             "parameters": [
                 SCAN_ID,
                 {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STREAM_ID},
@@ -112,6 +115,12 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": {"description": "An event stream.", "content": {
                 "text/event-stream": {"schema": {"type": "string"},
                                       "x-message-data": _ref("SseData")}}},
+                "204": {"description": "Resumed after the terminal event: nothing more will "
+                                       "come (EventSource stops reconnecting)."},
+                "400": _json("ErrorBody", "`invalid_request`: the resume id is malformed or "
+                             "not an entry of this scan's stream."),
+                "429": _json("ErrorBody", "`rate_limited`: too many event streams for this "
+                             "user or this server.", _RETRY_AFTER),
                 **_errors("401", "404", "503")}}},
         "/v1/scans/{scan_id}/log": {"get": {
             "summary": "The raw log, paged",

@@ -30,7 +30,8 @@ from scanstream.api.errors import BadRequest, RateLimited
 from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
 from scanstream.live import sse
-from scanstream.live.fanout import CLOSE, HEARTBEAT, RETRY_AFTER_S, Fanout, SseFull, Subscriber
+from scanstream.live.fanout import RETRY_AFTER_S, Fanout
+from scanstream.live.subscriber import CLOSE, HEARTBEAT, SseFull, Subscriber
 
 MAX_ID_PART = 2**64 - 1
 HEADERS = [
@@ -55,8 +56,10 @@ def resume_point(request: Request) -> str | None:
         return None
     raw = raw.strip()
     if sse.STREAM_ID_RE.fullmatch(raw) is None or max(sse.id_key(raw)) > MAX_ID_PART:
-        raise BadRequest(f"{source}: {raw[:40]!r} is not an event id; ids look like "
-                         "1700000000000-0 (use 0-0 to start from the beginning).")
+        raise BadRequest(
+            f"{source}: {raw[:40]!r} is not an event id; ids look like "
+            "1700000000000-0 (use 0-0 to start from the beginning)."
+        )
     return raw
 
 
@@ -78,9 +81,11 @@ async def events(request: Request) -> Response | EventStream:
             first = await fanout.read_page(scan_id, after, inclusive=True)
         if after is not None and after != "0-0":
             if not first or first[0].id != after:
-                raise BadRequest(f"Last-Event-ID / after: {after} is not an event of this "
-                                 "scan; resume with an id this stream sent, or 0-0 to start "
-                                 "from the beginning.")
+                raise BadRequest(
+                    f"Last-Event-ID / after: {after} is not an event of this "
+                    "scan; resume with an id this stream sent, or 0-0 to start "
+                    "from the beginning."
+                )
             first = first[1:]
     except BaseException:
         fanout.close(sub)
@@ -96,8 +101,9 @@ class EventStream:
     event. A client that goes away cancels it at once (and `finally` releases everything);
     a dropped subscriber that cannot send its last bytes in time is cut off."""
 
-    def __init__(self, fanout: Fanout, sub: Subscriber, first: list[LogEntry],
-                 after: str | None) -> None:
+    def __init__(
+        self, fanout: Fanout, sub: Subscriber, first: list[LogEntry], after: str | None
+    ) -> None:
         self.fanout = fanout
         self.sub = sub
         self.first = first
@@ -129,32 +135,33 @@ class EventStream:
             if await self._replay(send):
                 return
         except StoreUnavailable:
-            await self._write(send, sse.comment("the store is unreachable; reconnect with "
-                                                "Last-Event-ID"), more=False)
+            await self._write(
+                send,
+                sse.comment("the store is unreachable; reconnect with Last-Event-ID"),
+                more=False,
+            )
             return
         if sub.key is None:  # the scan had ended: the replay was all of it
             await self._write(send, b"", more=False)
             return
         while True:
             items = await sub.next_batch()
+            if sub.dropped is not None:  # its backlog is not sent: it resumes from its last id
+                note = f"closed: {sub.dropped}; reconnect with Last-Event-ID"
+                await self._write(send, sse.comment(note), more=False)
+                return
             out: list[bytes] = []
             beat = terminal = False
             for item in items:
-                if item is CLOSE:
-                    break
                 if item is HEARTBEAT:
                     beat = True
-                elif item.key > self.last:
+                elif item is not CLOSE and item.key > self.last:
                     out.append(item.data)
                     self.last = item.key
                     if item.terminal:
                         terminal = True
                         break
             if terminal:
-                await self._write(send, b"".join(out), more=False)
-                return
-            if sub.dropped is not None:
-                out.append(sse.comment(f"closed: {sub.dropped}; reconnect with Last-Event-ID"))
                 await self._write(send, b"".join(out), more=False)
                 return
             if out or beat:

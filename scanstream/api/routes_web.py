@@ -25,8 +25,8 @@ TYPES = {
 SECURITY = {
     # Everything the page loads comes from here; the API is same-origin.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; connect-src 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token can sit in the URL's fragment
 }
@@ -35,7 +35,7 @@ SECURITY = {
 @cache
 def _asset(name: str) -> tuple[bytes, str, str] | None:
     """(body, content type, etag) of a file of `scanstream/web/`, or None."""
-    suffix = name[name.rfind("."):] if "." in name else ""
+    suffix = name[name.rfind(".") :] if "." in name else ""
     if suffix not in TYPES or "/" in name or name.startswith("."):
         return None
     path = resources.files("scanstream").joinpath("web", name)

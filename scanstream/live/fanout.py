@@ -30,22 +30,20 @@ subscriber (its connection is closed; the client resumes with `Last-Event-ID`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from scanstream import events as ev
 from scanstream.errors import ScanstreamError
 from scanstream.keys import Keys
 from scanstream.live import sse
+from scanstream.live.subscriber import CLOSE, HEARTBEAT, Item, SseFull, Subscriber
 from scanstream.settings import Settings
 from scanstream.store import REDIS_FAULTS, store_errors
 
@@ -54,54 +52,10 @@ log = logging.getLogger("scanstream.live")
 TAIL_BLOCK_MS = 200  # bound on one XREAD BLOCK: how late a newly watched stream may join
 TAIL_COUNT = 500  # entries per stream per read
 REPLAY_PAGE = 500  # entries per replay read
-REPLAY_READERS = 32  # replay reads in flight at once: a reconnect storm cannot take the pool
+REPLAY_READERS = 16  # replay reads in flight at once: a reconnect storm cannot take the pool
 DROP_GRACE_S = 2.0  # a dropped subscriber's last bytes get this long before its socket is cut
 BACKOFF_S = (0.05, 2.0)  # the tail reader's retry delays while Redis is unreachable
 RETRY_AFTER_S = 2  # what a refused (429) connection is told
-
-
-class SseFull(ScanstreamError):
-    """Too many SSE connections: for this user, or on this process."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One entry, formatted once, shared by every subscriber of its stream."""
-
-    key: tuple[int, int]
-    data: bytes
-    terminal: bool
-
-
-HEARTBEAT = Item((-1, -1), sse.KEEPALIVE, False)
-CLOSE = Item((-1, -1), b"", False)
-
-
-class Subscriber:
-    """One SSE connection: counted from admission to close; fed entries while it follows."""
-
-    __slots__ = ("_timer", "abort", "dropped", "key", "last_write", "queue", "scan_id", "user")
-
-    def __init__(self, user: str, scan_id: str, buffer: int) -> None:
-        self.user = user
-        self.scan_id = scan_id
-        self.key: str | None = None  # the stream it follows, once it follows one
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(buffer)
-        self.dropped: str | None = None  # why the server closes it early
-        self.last_write = time.monotonic()
-        self.abort: Callable[[], object] | None = None  # cuts the connection (set by the response)
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def next_batch(self) -> list[Item]:
-        """Wait for at least one item; return every item queued by then."""
-        items = [await self.queue.get()]
-        while not self.queue.empty():
-            items.append(self.queue.get_nowait())
-        return items
 
 
 class Fanout:
@@ -141,15 +95,17 @@ class Fanout:
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.replay_slots = asyncio.Semaphore(REPLAY_READERS)
-        self._tasks = [asyncio.create_task(self._tail_loop(), name="sse-tail"),
-                       asyncio.create_task(self._heartbeat_loop(), name="sse-heartbeat")]
+        self._tasks = [
+            asyncio.create_task(self._tail_loop(), name="sse-tail"),
+            asyncio.create_task(self._heartbeat_loop(), name="sse-heartbeat"),
+        ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._lookups.values()]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._lookups.values()]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # their outcomes (cancelled) are collected; a cancellation of stop() itself is not
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         if self.tail is not None:
             await self.tail.aclose()  # the fan-out owns its tail connection
@@ -161,13 +117,16 @@ class Fanout:
         """Count a new SSE connection, or raise `SseFull` when a cap is reached."""
         if len(self._subscribers) >= self.max_total:
             self.rejected += 1
-            raise SseFull(f"This server holds {self.max_total} event streams already; "
-                          "retry shortly.")
+            raise SseFull(
+                f"This server holds {self.max_total} event streams already; retry shortly."
+            )
         if self._per_user[user] >= self.max_per_user:
             self.rejected += 1
-            raise SseFull(f"You have {self.max_per_user} event streams open already; "
-                          "close one or retry shortly.")
-        sub = Subscriber(user, scan_id, self.buffer)
+            raise SseFull(
+                f"You have {self.max_per_user} event streams open already; "
+                "close one or retry shortly."
+            )
+        sub = Subscriber(user, scan_id)
         self._subscribers.add(sub)
         self._per_user[user] += 1
         return sub
@@ -186,8 +145,9 @@ class Fanout:
             lookup = self._lookups[key] = asyncio.create_task(self._lookup(key))
         await asyncio.shield(lookup)
 
-    async def read_page(self, scan_id: str, after: str | None, *,
-                        inclusive: bool = False) -> list[ev.LogEntry]:
+    async def read_page(
+        self, scan_id: str, after: str | None, *, inclusive: bool = False
+    ) -> list[ev.LogEntry]:
         """Up to `page_size` entries after `after` (from it, when `inclusive`; from the
         start when None or 0-0): the replay's reads, on the hot client."""
         assert self.redis is not None, "the fan-out is not started"
@@ -248,8 +208,7 @@ class Fanout:
         else:
             self.dropped_other += 1
         self._unwatch(sub)
-        with contextlib.suppress(asyncio.QueueFull):  # full: it sees `dropped` later
-            sub.queue.put_nowait(CLOSE)
+        sub.queue.put_nowait(CLOSE)  # seen after what it already has queued, or sooner
         if self.loop is not None:
             sub._timer = self.loop.call_later(DROP_GRACE_S, self._cut, sub)
 
@@ -279,9 +238,14 @@ class Fanout:
                 continue
             try:
                 reply = await self.tail.xread(streams, count=TAIL_COUNT, block=TAIL_BLOCK_MS)
-            except REDIS_FAULTS as exc:
+            except Exception as exc:  # the reader must never die: log, back off, retry
                 self.read_errors += 1
-                log.warning("SSE tail read failed (retrying in %.2fs): %s", delay, exc)
+                if isinstance(exc, REDIS_FAULTS):
+                    log.warning("SSE tail read failed (retrying in %.2fs): %s", delay, exc)
+                else:
+                    log.exception("SSE tail read failed (retrying in %.2fs)", delay)
+                    if isinstance(exc, redis_errors.ResponseError):
+                        await self._evict_broken(list(streams))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_S[1])
                 continue
@@ -289,6 +253,24 @@ class Fanout:
             self.reads += 1
             for key, raw in _stream_replies(reply):
                 self._dispatch(key, raw)
+
+    async def _evict_broken(self, keys: list[str]) -> None:
+        """A key that is no longer a stream (WRONGTYPE) fails the whole multiplexed read:
+        drop the subscribers of such keys, so the others keep their live feed."""
+        assert self.redis is not None
+        try:
+            async with store_errors():
+                pipe = self.redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.type(key)
+                kinds = await pipe.execute()
+        except ScanstreamError:
+            return
+        for key, kind in zip(keys, kinds, strict=True):
+            if kind not in (b"stream", b"none", "stream", "none"):
+                log.error("SSE: %s is a %s, not a stream: dropping its subscribers", key, kind)
+                for sub in list(self._watchers.get(key, ())):
+                    self.drop(sub, "the scan's log cannot be read")
 
     def _dispatch(self, key: str, raw: Sequence[tuple[bytes, Any]]) -> None:
         """Hand the entries after the stream's position to its subscribers; advance it.
@@ -310,12 +292,15 @@ class Fanout:
             return
         self._positions[key] = sse.id_str(items[-1].key)
         for sub in list(watchers):
-            put = sub.queue.put_nowait
-            try:
-                for item in items:
-                    put(item)
-            except asyncio.QueueFull:
+            backlog = sub.queue.qsize()
+            if backlog and backlog + len(items) > self.buffer:
+                # Slow: what it has not sent yet plus this read would pass its buffer. A
+                # subscriber that has sent everything takes any one read, however large.
                 self.drop(sub, "too slow: its buffer of events overflowed", slow=True)
+                continue
+            put = sub.queue.put_nowait
+            for item in items:
+                put(item)
         self.delivered += len(items) * len(watchers)
 
     async def _heartbeat_loop(self) -> None:
@@ -353,35 +338,3 @@ def _stream_replies(reply: Any) -> Iterator[tuple[str, Sequence[tuple[bytes, Any
         if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
             entries = entries[0]  # RESP3 wraps each stream's entries once more
         yield (key.decode() if isinstance(key, bytes) else key), entries
-
-
-class FanoutCollector(Collector):
-    """The fan-out's figures in /metrics."""
-
-    def __init__(self, fanout: Fanout) -> None:
-        self.fanout = fanout
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        f = self.fanout
-        yield GaugeMetricFamily("scanstream_sse_subscribers",
-                                "Open SSE connections on this process.", value=f.subscribers)
-        yield GaugeMetricFamily("scanstream_sse_following",
-                                "SSE connections following a running scan live.",
-                                value=f.following())
-        yield GaugeMetricFamily("scanstream_sse_watched_streams",
-                                "Scan streams the tail reader follows.", value=f.watched)
-        yield CounterMetricFamily("scanstream_sse_dropped_slow",
-                                  "SSE connections dropped because their buffer overflowed.",
-                                  value=f.dropped_slow)
-        yield CounterMetricFamily("scanstream_sse_dropped_other",
-                                  "SSE connections closed early by the server for another "
-                                  "reason (operator hook).", value=f.dropped_other)
-        yield CounterMetricFamily("scanstream_sse_rejected",
-                                  "SSE connections refused by a cap (429).", value=f.rejected)
-        yield CounterMetricFamily("scanstream_sse_tail_reads",
-                                  "XREAD calls of the tail reader.", value=f.reads)
-        yield CounterMetricFamily("scanstream_sse_tail_read_errors",
-                                  "Tail reads that failed (Redis unreachable).",
-                                  value=f.read_errors)
-        yield CounterMetricFamily("scanstream_sse_messages_queued",
-                                  "Live messages handed to subscribers.", value=f.delivered)

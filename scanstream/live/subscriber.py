@@ -1,0 +1,59 @@
+"""One SSE connection as the fan-out sees it: a bounded queue of formatted entries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scanstream.errors import ScanstreamError
+from scanstream.live import sse
+
+
+class SseFull(ScanstreamError):
+    """Too many SSE connections: for this user, or on this process."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One entry, formatted once, shared by every subscriber of its stream."""
+
+    key: tuple[int, int]
+    data: bytes
+    terminal: bool
+
+
+BATCH = 256  # entries sent in one write at most
+
+HEARTBEAT = Item((-1, -1), sse.KEEPALIVE, False)
+CLOSE = Item((-1, -1), b"", False)
+
+
+class Subscriber:
+    """One SSE connection: counted from admission to close; fed entries while it follows."""
+
+    __slots__ = ("_timer", "abort", "dropped", "key", "last_write", "queue", "scan_id", "user")
+
+    def __init__(self, user: str, scan_id: str) -> None:
+        self.user = user
+        self.scan_id = scan_id
+        self.key: str | None = None  # the stream it follows, once it follows one
+        # Bounded by the fan-out, which drops a subscriber whose backlog would pass its
+        # buffer (a whole tail read is always accepted into an empty queue).
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.dropped: str | None = None  # why the server closes it early
+        self.last_write = time.monotonic()
+        self.abort: Callable[[], object] | None = None  # cuts the connection (set by the response)
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def next_batch(self, limit: int = BATCH) -> list[Item]:
+        """Wait for at least one item; return up to `limit` of those queued by then."""
+        items = [await self.queue.get()]
+        while len(items) < limit and not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items

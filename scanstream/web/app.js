@@ -1,0 +1,835 @@
+// scanstream dashboard. Plain JavaScript, no build step, no dependencies.
+//
+// A scan's page is a fold of its event log, done here exactly as the server's projection
+// does it (scanstream/projection.py): events arrive over Server-Sent Events (EventSource
+// reconnects by itself and resumes with Last-Event-ID), or, for a finished scan, from
+// /v1/scans/{id}/log. When the scan ends, /results and /v1/scans/{id} are read once to
+// confirm the fold (and to take over if they disagree).
+"use strict";
+
+const TERMINAL_TYPES = new Set(["scan.completed", "scan.failed", "scan.cancelled"]);
+const TERMINAL_SCAN = new Set(["completed", "failed", "cancelled"]);
+const TERMINAL_STRATEGY = new Set(["completed", "failed", "cancelled"]);
+const EVENT_TYPES = ["scan.requested", "strategy.started", "strategy.progress",
+  "opportunity.found", "strategy.completed", "strategy.failed", "scan.cancel_requested",
+  "scan.completed", "scan.failed", "scan.cancelled", "invalid"];
+const TOKEN_KEY = "scanstream.token";
+const THEME_KEY = "scanstream.theme";
+const LOG_KEEP = 300; // events kept in the event-log panel
+const RENDER_MS = 100;
+const MAX_ROWS = 1000; // opportunities drawn at once (sorting and filtering see them all)
+
+// ---------------------------------------------------------------- small helpers
+
+const $ = (id) => document.getElementById(id);
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k === "width") el.style.width = v;
+    else if (k === "left") el.style.left = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function idKey(id) {
+  const [ms, seq] = String(id).split("-");
+  return [BigInt(ms || 0), BigInt(seq || 0)];
+}
+
+function idAfter(a, b) { // is stream id a after b?
+  if (!b) return true;
+  const [am, as] = idKey(a), [bm, bs] = idKey(b);
+  return am > bm || (am === bm && as > bs);
+}
+
+function tsMs(ts) { const t = Date.parse(ts); return Number.isFinite(t) ? t : null; }
+
+function fmtDuration(ms) {
+  if (ms === null || ms === undefined || ms < 0) return "–";
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
+  const m = Math.floor(s / 60), r = Math.round(s % 60);
+  if (m < 60) return `${m}m ${String(r).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+function fmtTime(ts) {
+  const t = tsMs(ts);
+  if (t === null) return "–";
+  const d = new Date(t);
+  const sameDay = new Date().toDateString() === d.toDateString();
+  return sameDay ? d.toLocaleTimeString([], { hour12: false })
+    : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
+}
+
+function fmtAgo(ts) {
+  const t = tsMs(ts);
+  if (t === null) return "";
+  const s = Math.max(0, (Date.now() - t) / 1000);
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+function pct(x) { return `${Math.floor((x || 0) * 100 + 1e-9)}%`; }
+
+function toast(text, ms = 2600) {
+  const el = $("toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, ms);
+}
+
+// ---------------------------------------------------------------- token and API
+
+let token = localStorage.getItem(TOKEN_KEY) || "";
+
+function userOf(tok) {
+  try {
+    const part = tok.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
+    const bin = atob(part + "=".repeat((4 - part.length % 4) % 4));
+    return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+  } catch { return null; }
+}
+
+class ApiError extends Error {
+  constructor(status, code, detail) {
+    super(detail || code);
+    this.status = status; this.code = code; this.detail = detail;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${token}`, ...(options.headers || {}) };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch (err) {
+    throw new ApiError(0, "network", "The server cannot be reached.");
+  }
+  let body = null;
+  const text = await response.text();
+  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  if (!response.ok) {
+    const err = new ApiError(response.status, body?.error || "error", body?.detail || response.statusText);
+    if (response.status === 401) showGate("The token was refused: " + err.detail);
+    throw err;
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------- the fold
+// A port of scanstream/projection.py: same idempotence rules, same states.
+
+function emptyView(scanId) {
+  return {
+    scan_id: scanId, user_id: null, state: "queued", created_at: null, updated_at: null,
+    finished_at: null, params: {}, strategies: new Map(), opportunities: new Map(),
+    seen: new Set(), cancel_requested: false, end_reason: null, last_event_id: null,
+    warnings: 0, events: 0,
+  };
+}
+
+function newStrategy(name) {
+  return { name, state: "pending", attempts: 0, progress: 0, opportunities: 0, error: null,
+           started_at: null, finished_at: null, message: "", runs: [] };
+}
+
+function fold(view, e) {
+  view.last_event_id = e.id;
+  view.events += 1;
+  if (e.problem !== undefined) { view.warnings += 1; return; }
+  if (view.seen.has(e.event_id)) return;
+  view.seen.add(e.event_id);
+  if (TERMINAL_SCAN.has(view.state)) { view.warnings += 1; return; }
+  if (e.type !== "scan.requested" && view.user_id === null) { view.warnings += 1; return; }
+  switch (e.type) {
+    case "scan.requested":
+      if (view.user_id !== null) { view.warnings += 1; return; }
+      view.user_id = e.user_id;
+      view.params = e.params || {};
+      view.created_at = e.ts;
+      view.strategies = new Map(e.strategies.map((n) => [n, newStrategy(n)]));
+      break;
+    case "strategy.started": case "strategy.progress": case "opportunity.found":
+    case "strategy.completed": case "strategy.failed":
+      foldStrategy(view, e);
+      break;
+    case "scan.cancel_requested":
+      view.cancel_requested = true;
+      break;
+    case "scan.completed": case "scan.failed": case "scan.cancelled":
+      view.state = e.type.slice(5);
+      view.finished_at = e.ts;
+      view.end_reason = e.reason || null;
+      for (const s of view.strategies.values()) {
+        if (!TERMINAL_STRATEGY.has(s.state)) {
+          s.state = "cancelled";
+          s.finished_at = e.ts;
+          closeRun(s, e.ts, "cancelled");
+        }
+      }
+      break;
+    default:
+      return;
+  }
+  view.updated_at = e.ts;
+}
+
+function closeRun(s, ts, result) {
+  const run = s.runs[s.runs.length - 1];
+  if (run && run.end === null) { run.end = ts; run.result = result; }
+}
+
+function foldStrategy(view, e) {
+  const s = view.strategies.get(e.strategy);
+  if (!s) { view.warnings += 1; return; }
+  if (TERMINAL_STRATEGY.has(s.state) || e.attempt < s.attempts) return;
+  switch (e.type) {
+    case "strategy.started":
+      if (e.attempt === s.attempts && s.state === "running") return;
+      closeRun(s, e.ts, "failed"); // a retry supersedes an attempt nobody closed
+      s.attempts = e.attempt;
+      s.state = "running";
+      s.progress = 0;
+      s.started_at = s.started_at || e.ts;
+      s.runs.push({ attempt: e.attempt, start: e.ts, end: null, result: "running" });
+      if (view.state === "queued") view.state = "running";
+      break;
+    case "strategy.progress":
+      if (e.attempt === s.attempts) { s.progress = e.progress; s.message = e.message || ""; }
+      break;
+    case "opportunity.found": {
+      const o = e.opportunity;
+      if (!view.opportunities.has(o.id)) {
+        view.opportunities.set(o.id, { ...o, _seen: performance.now() });
+        s.opportunities += 1;
+      }
+      break;
+    }
+    case "strategy.completed":
+      s.attempts = e.attempt;
+      s.state = "completed";
+      s.error = null; // an earlier attempt's failure no longer describes it
+      s.progress = 1;
+      s.finished_at = e.ts;
+      closeRun(s, e.ts, "completed");
+      break;
+    case "strategy.failed":
+      s.attempts = e.attempt;
+      s.error = e.error;
+      closeRun(s, e.ts, "failed");
+      if (e.final) { s.state = "failed"; s.finished_at = e.ts; }
+      else s.state = "pending";
+      break;
+  }
+}
+
+function progressOf(view) {
+  if (TERMINAL_SCAN.has(view.state)) return 1;
+  if (!view.strategies.size) return 0;
+  let done = 0;
+  for (const s of view.strategies.values()) done += TERMINAL_STRATEGY.has(s.state) ? 1 : s.progress;
+  return Math.round((done / view.strategies.size) * 10000) / 10000;
+}
+
+function countState(view, state) {
+  let n = 0;
+  for (const s of view.strategies.values()) if (s.state === state) n += 1;
+  return n;
+}
+
+// ---------------------------------------------------------------- the open scan
+
+// `window.scanstream` is what a test (or a curious person in the console) can read.
+const state = {
+  current: null,   // { id, view, source, es, lastId, received, duplicates, ended, ... }
+  sort: { key: "score", dir: -1 },
+  filter: "",
+  scansCursor: null,
+  strategies: [],
+};
+window.scanstream = state;
+
+function closeStream() {
+  const cur = state.current;
+  if (!cur) return;
+  if (cur.es) { cur.es.close(); cur.es = null; }
+  clearTimeout(cur.retryTimer);
+  clearInterval(cur.clock);
+}
+
+async function openScan(scanId, { push = true } = {}) {
+  closeStream();
+  const cur = {
+    id: scanId, view: emptyView(scanId), es: null, lastId: null, received: [],
+    duplicates: 0, ended: false, reconnects: 0, retryDelay: 1000, log: [],
+    results: null, source: "live", mismatch: null,
+  };
+  state.current = cur;
+  if (push && location.hash !== `#scan=${scanId}`) history.replaceState(null, "", `#scan=${scanId}`);
+  $("empty").hidden = true;
+  $("scan").hidden = false;
+  markActive();
+  render();
+  let status;
+  try {
+    status = await api(`/v1/scans/${encodeURIComponent(scanId)}`);
+  } catch (err) {
+    if (state.current !== cur) return;
+    $("scan").hidden = true;
+    $("empty").hidden = false;
+    $("empty").querySelector("h2").textContent = err.status === 404 ? "No such scan" : "Cannot open the scan";
+    $("empty").querySelector("p").textContent = err.detail || String(err);
+    return;
+  }
+  if (state.current !== cur) return;
+  if (TERMINAL_SCAN.has(status.state)) {
+    cur.source = "log";
+    await loadLog(cur);
+    if (state.current === cur) await finish(cur);
+  } else {
+    connect(cur);
+    cur.clock = setInterval(() => scheduleRender(), 1000);
+  }
+}
+
+async function loadLog(cur) {
+  setConn("connecting", "reading log");
+  let after = null;
+  do {
+    const q = new URLSearchParams({ limit: "1000" });
+    if (after) q.set("after", after);
+    const page = await api(`/v1/scans/${cur.id}/log?${q}`);
+    if (state.current !== cur) return;
+    for (const e of page.events) accept(cur, e);
+    after = page.next;
+  } while (after);
+  render();
+}
+
+function connect(cur) {
+  const q = new URLSearchParams({ access_token: token });
+  if (cur.lastId) q.set("after", cur.lastId); // a new EventSource sends no Last-Event-ID
+  const es = new EventSource(`/v1/scans/${cur.id}/events?${q}`);
+  cur.es = es;
+  setConn("connecting", cur.reconnects ? "reconnecting" : "connecting");
+  es.onopen = () => {
+    if (state.current !== cur) return;
+    cur.retryDelay = 1000;
+    setConn("live", "live");
+    if (cur.reconnects) refreshStatus(cur); // after a reconnect, check we are where the server is
+  };
+  es.onerror = () => {
+    if (state.current !== cur || cur.ended) return;
+    cur.reconnects += 1;
+    if (es.readyState === EventSource.CONNECTING) { // the browser retries by itself
+      setConn("reconnecting", "reconnecting");
+      return;
+    }
+    // Closed for good (a 4xx/5xx or a 204): find out why, then retry ourselves.
+    es.close();
+    setConn("offline", "disconnected");
+    refreshStatus(cur).then((status) => {
+      if (state.current !== cur || cur.ended) return;
+      if (status && TERMINAL_SCAN.has(status.state)) { loadRest(cur); return; }
+      cur.retryTimer = setTimeout(() => connect(cur), cur.retryDelay);
+      cur.retryDelay = Math.min(cur.retryDelay * 2, 15000);
+    });
+  };
+  for (const type of EVENT_TYPES) es.addEventListener(type, (msg) => onMessage(cur, msg));
+}
+
+function onMessage(cur, msg) {
+  if (state.current !== cur) return;
+  let e;
+  try { e = JSON.parse(msg.data); } catch { return; }
+  accept(cur, e);
+  if (TERMINAL_TYPES.has(e.type) && e.problem === undefined) {
+    cur.ended = true;
+    if (cur.es) { cur.es.close(); cur.es = null; } // the stream is over: no reconnect loop
+    finish(cur);
+  }
+}
+
+function accept(cur, e) {
+  if (!idAfter(e.id, cur.lastId)) { cur.duplicates += 1; return; } // never fold twice
+  cur.lastId = e.id;
+  cur.received.push(e.id);
+  fold(cur.view, e);
+  cur.log.push(e);
+  if (cur.log.length > LOG_KEEP) cur.log.splice(0, cur.log.length - LOG_KEEP);
+  scheduleRender();
+}
+
+async function loadRest(cur) { // the stream closed for good but the scan ended: read the log tail
+  let after = cur.lastId;
+  do {
+    const q = new URLSearchParams({ limit: "1000" });
+    if (after) q.set("after", after);
+    const page = await api(`/v1/scans/${cur.id}/log?${q}`);
+    for (const e of page.events) accept(cur, e);
+    after = page.next;
+  } while (after);
+  cur.ended = true;
+  finish(cur);
+}
+
+async function refreshStatus(cur) {
+  try {
+    const status = await api(`/v1/scans/${cur.id}`);
+    if (state.current === cur) cur.status = status;
+    return status;
+  } catch { return null; }
+}
+
+async function finish(cur) {
+  clearInterval(cur.clock);
+  setConn("done", "ended");
+  try {
+    const [results, status] = await Promise.all([
+      api(`/v1/scans/${cur.id}/results`), api(`/v1/scans/${cur.id}`)]);
+    if (state.current !== cur) return;
+    cur.results = results;
+    cur.status = status;
+    const mine = rankedOpportunities(cur.view).map((o) => o.id).join(",");
+    const theirs = results.opportunities.map((o) => o.id).join(",");
+    cur.mismatch = mine !== theirs;
+    if (cur.mismatch) { // the fold disagrees with the server: show the server's answer
+      console.warn("scanstream: the live fold differs from /results; showing /results");
+      cur.view.opportunities = new Map(results.opportunities.map((o) => [o.id, o]));
+    }
+  } catch (err) {
+    console.warn("scanstream: could not read the results", err);
+  }
+  render();
+  loadScans();
+}
+
+function rankedOpportunities(view) {
+  return [...view.opportunities.values()].sort(
+    (a, b) => b.score - a.score || cmpStr(a.id, b.id));
+}
+
+// ---------------------------------------------------------------- rendering
+
+let renderTimer = null;
+let lastRender = 0;
+
+function scheduleRender() {
+  if (renderTimer) return;
+  const wait = Math.max(0, RENDER_MS - (performance.now() - lastRender));
+  renderTimer = setTimeout(() => { renderTimer = null; render(); }, wait);
+}
+
+function setConn(kind, text) {
+  $("conn").dataset.state = kind;
+  $("conn-text").textContent = text;
+}
+
+function render() {
+  lastRender = performance.now();
+  const cur = state.current;
+  if (!cur) return;
+  const v = cur.view;
+  const progress = progressOf(v);
+
+  $("scan-id").textContent = v.scan_id;
+  const badge = $("scan-state");
+  badge.textContent = v.user_id === null ? "loading" : v.state;
+  badge.className = `badge s-${v.state}`;
+  $("scan-reason").textContent = v.end_reason ? `(${v.end_reason})`
+    : v.cancel_requested && !TERMINAL_SCAN.has(v.state) ? "cancelling…" : "";
+  $("cancel").hidden = TERMINAL_SCAN.has(v.state) || v.user_id === null;
+  $("overall-fill").style.width = `${progress * 100}%`;
+  $("overall-fill").className = `fill s-${TERMINAL_SCAN.has(v.state) ? v.state : "running"}`;
+  $("overall-bar").setAttribute("aria-valuenow", String(Math.round(progress * 100)));
+  $("overall-pct").textContent = pct(progress);
+
+  const total = v.strategies.size;
+  const completed = countState(v, "completed"), failed = countState(v, "failed");
+  $("stat-strategies").textContent = total ? `${completed + failed} / ${total}` : "–";
+  $("stat-failed").textContent = String(failed);
+  $("stat-failed").classList.toggle("neg", failed > 0);
+  $("stat-opps").textContent = String(v.opportunities.size);
+  const start = tsMs(v.created_at);
+  const end = v.finished_at ? tsMs(v.finished_at) : Date.now();
+  $("stat-elapsed").textContent = start === null ? "–" : fmtDuration(end - start);
+  $("stat-created").textContent = fmtTime(v.created_at);
+  $("stat-events").textContent = String(v.events);
+  const warn = $("scan-warnings");
+  warn.hidden = !v.warnings;
+  warn.textContent = `${v.warnings} log ${v.warnings === 1 ? "entry was" : "entries were"} skipped (unreadable, repeated or late).`;
+
+  renderStrategies(v);
+  renderTimeline(v);
+  renderOpportunities(cur);
+  renderLog(cur);
+}
+
+function renderStrategies(v) {
+  const rows = [];
+  const now = Date.now();
+  for (const s of v.strategies.values()) {
+    const started = tsMs(s.started_at);
+    const took = started === null ? null : (s.finished_at ? tsMs(s.finished_at) : now) - started;
+    const failedMsg = s.error && s.state !== "completed" ? `${s.error.type}: ${s.error.message}` : null;
+    rows.push(h("tr", { "data-strategy": s.name, "data-state": s.state },
+      h("td", { class: "name", text: s.name }),
+      h("td", {},
+        h("span", { class: `badge s-${s.state}`, text: s.state }),
+        s.attempts > 1 ? h("span", { class: "attempt", title: "attempt", text: `#${s.attempts}` }) : null),
+      h("td", {}, h("div", { class: "progress-cell" },
+        h("div", { class: "bar" }, h("div", {
+          class: `fill s-${s.state}`,
+          width: `${(s.state === "completed" ? 1 : s.progress) * 100}%` })),
+        h("span", { class: "pct mono", text: pct(s.state === "completed" ? 1 : s.progress) }))),
+      h("td", { class: "num", text: s.opportunities ? String(s.opportunities) : "·" }),
+      h("td", { class: "num", text: took === null ? "–" : fmtDuration(took) }),
+      h("td", { class: `msg${failedMsg ? " err" : ""}`, title: failedMsg || s.message,
+                text: failedMsg || s.message })));
+  }
+  $("strategies").tBodies[0].replaceChildren(...rows);
+}
+
+function renderTimeline(v) {
+  const box = $("timeline");
+  const t0 = tsMs(v.created_at);
+  if (t0 === null || !v.strategies.size) {
+    box.replaceChildren(h("div", { class: "none", text: "Waiting for the scan to start." }));
+    return;
+  }
+  const t1 = Math.max(t0 + 1000, v.finished_at ? tsMs(v.finished_at) : Date.now());
+  const span = t1 - t0;
+  const parts = [];
+  for (const s of v.strategies.values()) {
+    parts.push(h("div", { class: "label", text: s.name }));
+    const segs = s.runs.map((r) => {
+      const left = Math.max(0, ((tsMs(r.start) ?? t0) - t0) / span * 100);
+      const right = Math.min(100, (((r.end ? tsMs(r.end) : t1) ?? t1) - t0) / span * 100);
+      return h("div", {
+        class: `seg ${r.result}`, left: `${left}%`, width: `${Math.max(0, right - left)}%`,
+        title: `${s.name} attempt ${r.attempt}: ${r.result}, ${fmtDuration(
+          ((r.end ? tsMs(r.end) : Date.now()) ?? 0) - (tsMs(r.start) ?? 0))}` });
+    });
+    parts.push(h("div", { class: "track" }, segs));
+  }
+  const ticks = [];
+  const step = niceStep(span / 6);
+  for (let t = 0; t <= span + 1; t += step) {
+    const label = step < 1000 ? `${+(t / 1000).toFixed(2)}s` : fmtDuration(t);
+    ticks.push(h("span", { class: "tick", left: `${(t / span) * 100}%`, text: label }));
+  }
+  parts.push(h("div", {}), h("div", { class: "axis" }, ticks));
+  box.replaceChildren(...parts);
+}
+
+function niceStep(ms) {
+  const steps = [250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000,
+    600000, 900000, 1800000, 3600000, 7200000];
+  return steps.find((s) => s >= ms) || 14400000;
+}
+
+const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0); // code-point order, like the server
+const SORTERS = {
+  score: (a, b) => a.score - b.score,
+  expected_return: (a, b) => a.expected_return - b.expected_return,
+  strategy: (a, b) => cmpStr(a.strategy, b.strategy),
+  symbol: (a, b) => cmpStr(a.symbol, b.symbol),
+  side: (a, b) => cmpStr(a.side, b.side),
+  details: (a, b) => cmpStr(detailsText(a), detailsText(b)),
+};
+
+function detailsText(o) {
+  return Object.entries(o.details || {}).map(([k, v]) =>
+    `${k}=${typeof v === "number" ? +v.toPrecision(4) : JSON.stringify(v)}`).join("  ");
+}
+
+function renderOpportunities(cur) {
+  const v = cur.view;
+  const ranked = rankedOpportunities(v);
+  const rank = new Map(ranked.map((o, i) => [o.id, i + 1]));
+  let rows = ranked;
+  const { key, dir } = state.sort;
+  if (key !== "rank" && !(key === "score" && dir === -1)) {
+    const cmp = SORTERS[key] || SORTERS.score;
+    rows = [...ranked].sort((a, b) => dir * cmp(a, b) || rank.get(a.id) - rank.get(b.id));
+  } else if (key === "rank" && dir === -1) {
+    rows = [...ranked].reverse();
+  }
+  const f = state.filter.trim().toLowerCase();
+  if (f) {
+    rows = rows.filter((o) => `${o.symbol} ${o.strategy} ${o.side} ${o.id}`.toLowerCase().includes(f));
+  }
+  const now = performance.now();
+  const shown = rows.length > MAX_ROWS ? rows.slice(0, MAX_ROWS) : rows;
+  const trs = shown.map((o) => {
+    const er = o.expected_return;
+    const age = o._seen ? now - o._seen : Infinity;
+    const tr = h("tr", { "data-id": o.id, class: age < 1500 ? "fresh" : null },
+      h("td", { class: "num muted", text: String(rank.get(o.id)) }),
+      h("td", { class: "num" }, h("span", { class: "score" },
+        h("span", { class: "mini" }, h("div", { width: `${o.score * 100}%` })),
+        h("span", { text: o.score.toFixed(3) }))),
+      h("td", { class: "name", text: o.strategy }),
+      h("td", { class: "sym", text: o.symbol }),
+      h("td", {}, h("span", { class: `side ${o.side}`, text: o.side })),
+      h("td", { class: `num ${er > 0 ? "pos" : er < 0 ? "neg" : ""}`,
+                text: `${er > 0 ? "+" : ""}${(er * 100).toFixed(2)}%` }),
+      h("td", { class: "details", title: JSON.stringify(o.details || {}, null, 1), text: detailsText(o) }));
+    if (age < 1500) for (const td of tr.cells) td.style.animationDelay = `-${Math.round(age)}ms`;
+    return tr;
+  });
+  $("opps").tBodies[0].replaceChildren(...trs);
+  $("opps-empty").hidden = trs.length > 0 && rows.length <= MAX_ROWS;
+  $("opps-empty").textContent = rows.length > MAX_ROWS
+    ? `Showing the first ${MAX_ROWS} of ${rows.length}: sort or filter to see others.`
+    : v.opportunities.size ? "No opportunity matches the filter." : "Nothing found yet.";
+  $("opp-count").textContent = f ? `${rows.length} of ${v.opportunities.size}` : String(v.opportunities.size);
+  $("opp-source").textContent = cur.results ? "confirmed by /results" : cur.source === "live" ? "live" : "";
+  for (const th of $("opps").tHead.rows[0].cells) {
+    if (th.dataset.key === key) th.setAttribute("aria-sort", dir < 0 ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
+}
+
+function summary(e) {
+  if (e.problem !== undefined) return e.problem;
+  switch (e.type) {
+    case "scan.requested": return `${e.strategies.length} strategies ${JSON.stringify(e.params)}`;
+    case "strategy.started": return `attempt ${e.attempt} on ${e.worker}`;
+    case "strategy.progress": return `${pct(e.progress)} ${e.message || ""}`;
+    case "opportunity.found": return `${e.opportunity.symbol} ${e.opportunity.side} score ${e.opportunity.score.toFixed(3)}`;
+    case "strategy.completed": return `${e.opportunities} found in ${fmtDuration(e.duration_ms)}`;
+    case "strategy.failed": return `${e.final ? "final" : "will retry"}: ${e.error.type}: ${e.error.message}`;
+    default:
+      if (TERMINAL_TYPES.has(e.type)) return `${e.opportunities} opportunities, ${e.strategies_completed} completed, ${e.strategies_failed} failed`;
+      return "";
+  }
+}
+
+function renderLog(cur) {
+  $("log-count").textContent = String(cur.view.events);
+  if (!$("log-panel").open) return;
+  const items = cur.log.slice().reverse().map((e) => h("li", { class: e.problem !== undefined ? "problem" : null },
+    h("span", { class: "t", text: e.id }),
+    h("span", { class: "t", text: e.ts ? fmtTime(e.ts) : "" }),
+    h("span", { class: "ty", text: e.type }),
+    h("span", { class: "sum", text: `${e.strategy ? e.strategy + " · " : ""}${summary(e)}` })));
+  $("event-log").replaceChildren(...items);
+}
+
+// ---------------------------------------------------------------- scans list, new scan
+
+async function loadScans(more = false) {
+  try {
+    const q = new URLSearchParams({ limit: "25" });
+    if (more && state.scansCursor) q.set("cursor", state.scansCursor);
+    const page = await api(`/v1/scans?${q}`);
+    state.scansCursor = page.next;
+    const items = page.scans.map((s) => h("li", {
+      "data-scan": s.scan_id, onclick: () => openScan(s.scan_id), title: s.scan_id },
+      h("span", { class: `dot s-${s.state}` }),
+      h("span", { class: "sid", text: s.scan_id.slice(0, 5) + "…" + s.scan_id.slice(-10) }),
+      h("span", { class: `badge s-${s.state}`, text: s.state }),
+      h("span", { class: "meta" },
+        h("span", { text: fmtAgo(s.created_at) }),
+        h("span", { text: `${s.strategies_total} strat.` }),
+        h("span", { text: `${s.opportunities_found} found` }),
+        s.state === "running" ? h("span", { class: "mini" }, h("div", { width: `${s.progress * 100}%` })) : null)));
+    if (more) $("scan-list").append(...items);
+    else $("scan-list").replaceChildren(...(items.length ? items
+      : [h("li", { class: "empty-note", text: "No scans yet." })]));
+    $("more-scans").hidden = !page.next;
+    markActive();
+    // While a listed scan runs, keep its row fresh (one small request every few seconds).
+    clearTimeout(state.scansTimer);
+    if (!more && page.scans.some((s) => !TERMINAL_SCAN.has(s.state))) {
+      state.scansTimer = setTimeout(() => loadScans(), 4000);
+    }
+  } catch (err) {
+    if (err.status !== 401) $("scan-list").replaceChildren(h("li", { class: "empty-note", text: err.detail }));
+  }
+}
+
+function markActive() {
+  const id = state.current?.id;
+  for (const li of $("scan-list").children) li.classList.toggle("active", li.dataset.scan === id);
+}
+
+async function loadStrategies() {
+  const body = await api("/v1/strategies");
+  state.strategies = body.strategies;
+  const saved = new Set(JSON.parse(localStorage.getItem("scanstream.picked") || "null") || []);
+  const rows = body.strategies.map((s) => h("label", { title: s.description },
+    h("input", { type: "checkbox", value: s.name, checked: saved.size ? saved.has(s.name) : true }),
+    h("span", { class: "name", text: s.name }),
+    h("span", { class: "desc", text: s.description })));
+  $("strategy-pick").replaceChildren(...rows);
+}
+
+function picked() {
+  return [...$("strategy-pick").querySelectorAll("input:checked")].map((i) => i.value);
+}
+
+async function startScan() {
+  const err = $("start-error");
+  err.textContent = "";
+  const names = picked();
+  if (!names.length) { err.textContent = "Choose at least one strategy."; return; }
+  let params = {};
+  const raw = $("params").value.trim();
+  if (raw) {
+    try { params = JSON.parse(raw); } catch (e) { err.textContent = `Params is not JSON: ${e.message}`; return; }
+    if (params === null || typeof params !== "object" || Array.isArray(params)) {
+      err.textContent = "Params must be a JSON object."; return;
+    }
+  }
+  localStorage.setItem("scanstream.picked", JSON.stringify(names));
+  const body = { params };
+  if (names.length !== state.strategies.length) body.strategies = names;
+  $("start").disabled = true;
+  try {
+    const status = await api("/v1/scans", { method: "POST", body: JSON.stringify(body) });
+    await openScan(status.scan_id);
+    loadScans();
+  } catch (e) {
+    err.textContent = e.detail || String(e);
+  } finally {
+    $("start").disabled = false;
+  }
+}
+
+async function cancelScan() {
+  const cur = state.current;
+  if (!cur) return;
+  $("cancel").disabled = true;
+  try {
+    await api(`/v1/scans/${cur.id}/cancel`, { method: "POST" });
+    toast("Cancel requested.");
+  } catch (e) {
+    toast(e.detail || String(e));
+  } finally {
+    $("cancel").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- start-up
+
+function showGate(message) {
+  closeStream();
+  $("app").hidden = true;
+  $("token-gate").hidden = false;
+  $("whoami").hidden = true;
+  $("signout").hidden = true;
+  $("token-error").textContent = message || "";
+  $("token-input").value = "";
+  $("token-input").focus();
+}
+
+async function enter() {
+  const user = userOf(token);
+  $("token-gate").hidden = true;
+  $("app").hidden = false;
+  $("whoami").replaceChildren("signed in as ", h("b", { text: user || "?" }));
+  $("whoami").hidden = false;
+  $("signout").hidden = false;
+  try {
+    await loadStrategies();
+  } catch (err) {
+    if (err.status !== 401) $("start-error").textContent = err.detail || String(err);
+    return;
+  }
+  loadScans();
+  const m = /#scan=(scan_[0-9a-f]{32})/.exec(location.hash);
+  if (m) openScan(m[1], { push: false });
+}
+
+function applyTheme(theme) {
+  if (theme) document.documentElement.dataset.theme = theme;
+  else delete document.documentElement.dataset.theme;
+}
+
+function init() {
+  applyTheme(localStorage.getItem(THEME_KEY));
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) { // take the token out of the address bar at once
+    token = decodeURIComponent(m[1]);
+    localStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const value = $("token-input").value.trim();
+    if (!value) return;
+    token = value;
+    localStorage.setItem(TOKEN_KEY, token);
+    enter();
+  });
+  $("signout").addEventListener("click", () => {
+    localStorage.removeItem(TOKEN_KEY);
+    token = "";
+    showGate();
+  });
+  $("theme").addEventListener("click", () => {
+    const dark = getComputedStyle(document.documentElement).colorScheme.includes("dark");
+    const next = dark ? "light" : "dark";
+    localStorage.setItem(THEME_KEY, next);
+    applyTheme(next);
+  });
+  $("start").addEventListener("click", startScan);
+  $("cancel").addEventListener("click", cancelScan);
+  $("select-all").addEventListener("click", () => {
+    for (const i of $("strategy-pick").querySelectorAll("input")) i.checked = true;
+  });
+  $("select-none").addEventListener("click", () => {
+    for (const i of $("strategy-pick").querySelectorAll("input")) i.checked = false;
+  });
+  $("refresh-scans").addEventListener("click", () => loadScans());
+  $("more-scans").addEventListener("click", () => loadScans(true));
+  $("home").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    closeStream();
+    state.current = null;
+    history.replaceState(null, "", location.pathname);
+    $("scan").hidden = true;
+    $("empty").hidden = false;
+    setConn("idle", "idle");
+    markActive();
+  });
+  $("copy-id").addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(state.current?.id || ""); toast("Copied."); }
+    catch { toast("Copying is not allowed here."); }
+  });
+  $("opp-filter").addEventListener("input", (ev) => { state.filter = ev.target.value; scheduleRender(); });
+  $("log-panel").addEventListener("toggle", () => render());
+  for (const th of $("opps").tHead.rows[0].cells) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.key;
+      if (!key) return;
+      const numeric = key === "score" || key === "expected_return";
+      state.sort = state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: numeric ? -1 : 1 };
+      render();
+    });
+  }
+  window.addEventListener("hashchange", () => {
+    const s = /#scan=(scan_[0-9a-f]{32})/.exec(location.hash);
+    if (s && s[1] !== state.current?.id && token) openScan(s[1], { push: false });
+  });
+  if (token) enter(); else showGate();
+}
+
+document.addEventListener("DOMContentLoaded", init);
