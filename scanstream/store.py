@@ -278,16 +278,22 @@ class EventStore:
     async def read_if_exists(self, scan_id: str, after: str | None) -> list[LogEntry] | None:
         """Entries after `after`, or None when the stream does not exist (never was, or expired).
 
-        One round trip: the status path's whole cost in the steady state.
+        One command, one round trip: the status path's whole cost in the steady state. The
+        range starts AT `after` (inclusive), so a stream that still exists always answers
+        with at least that entry, and an empty answer means the stream is gone. Only if
+        `after` itself was deleted by hand (streams of scans are never trimmed) does it
+        take a second command to tell the two apart.
         """
         key = self.keys.events(scan_id)
-        start = f"({after}" if after else "-"
         async with store_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.exists(key)
-            pipe.xrange(key, start, "+")
-            exists, raw = await pipe.execute()
-        return _entries(raw) if exists else None
+            raw = await self.redis.xrange(key, after or "-", "+")
+            if not raw:
+                if after is None or not await self.redis.exists(key):
+                    return None
+                return []
+        if after is not None and _text(raw[0][0]) == after:
+            raw = raw[1:]
+        return _entries(raw)
 
     async def last_entry(self, scan_id: str) -> LogEntry | None:
         async with store_errors():

@@ -358,7 +358,7 @@ async def _commandstats(redis: Redis) -> dict[str, int]:
 async def test_steady_state_status_read_is_one_round_trip(
     client: httpx.AsyncClient, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once cached, a status read sends one pipeline to Redis: EXISTS + XRANGE, nothing else."""
+    """Once cached, a status read sends one command to Redis: an XRANGE, nothing else."""
     sid = (await create(client))["scan_id"]
     assert (await client.get(f"/v1/scans/{sid}")).status_code == 200  # warm the cache
     sends: list[str] = []
@@ -378,7 +378,21 @@ async def test_steady_state_status_read_is_one_round_trip(
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     delta = {k: n for k, n in delta.items() if n and k != "info"}
     assert len(server_sends) == 3  # one round trip per read
-    assert delta == {"exists": 3, "xrange": 3}
+    assert delta == {"xrange": 3}
+
+
+async def test_a_hand_deleted_last_entry_does_not_make_a_cached_scan_vanish(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    """Given a cached scan, when its last entry is XDEL'd by hand, status is still 200."""
+    sid = (await create(client))["scan_id"]
+    events = Keys(settings.prefix).events(sid)
+    await redis.xadd(events, {"type": "strategy.exploded", "data": "{}"})
+    warm = await client.get(f"/v1/scans/{sid}")
+    assert warm.status_code == 200 and warm.json()["warnings_count"] == 1
+    await redis.xdel(events, warm.json()["last_event_id"])
+    again = await client.get(f"/v1/scans/{sid}")
+    assert again.status_code == 200 and again.json()["scan_id"] == sid
 
 
 async def test_expired_stream_is_404_even_when_cached(

@@ -107,7 +107,8 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             await redis.aclose()
 
     app = Starlette(
-        routes=[*routes_ops.ROUTES, *routes_scans.ROUTES, *routes_events.ROUTES, *extra_routes,
+        # Scan routes first: starlette tries routes in order, and status is the hot path.
+        routes=[*routes_scans.ROUTES, *routes_events.ROUTES, *routes_ops.ROUTES, *extra_routes,
                 *routes_scans.CATCH_ALL, *routes_web.ROUTES],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -81,6 +82,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._cache: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,5 +103,18 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            counter, timer = self._children(method, template, status)
+            counter.inc()
+            timer.observe(time.perf_counter() - start)
+
+    def _children(self, method: str, template: str, status: int) -> tuple[Any, Any]:
+        # `labels()` validates and locks on every call; the label sets are few and fixed
+        # (route templates, not paths), so resolve each once. It is on the hot path.
+        key = (method, template, status)
+        children = self._cache.get(key)
+        if children is None:
+            children = self._cache[key] = (
+                self.metrics.requests.labels(method, template, str(status)),
+                self.metrics.latency.labels(method, template),
+            )
+        return children
