@@ -62,30 +62,45 @@ def _plain(obj: Any) -> Any:
 def _parser() -> argparse.ArgumentParser:
     # SUPPRESS: given before or after the subcommand, neither default overwrites the other.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="JSON output")
-    common.add_argument("--redis-url", default=argparse.SUPPRESS,
-                        help="default: SCANSTREAM_REDIS_URL")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+    )
+    common.add_argument(
+        "--redis-url", default=argparse.SUPPRESS, help="default: SCANSTREAM_REDIS_URL"
+    )
     p = argparse.ArgumentParser(
-        prog="scanstream inspect", parents=[common],
+        prog="scanstream inspect",
+        parents=[common],
         description="Consumer groups, lag, pending jobs, dead letters and running scans.",
     )
     sub = p.add_subparsers(dest="what")
     sub.add_parser("overview", parents=[common], help="everything below, briefly (the default)")
     sub.add_parser("groups", parents=[common], help="consumer groups, lag and consumers")
-    for name, what in (("pending", "pending jobs"), ("dead-letters", "dead letters"),
-                       ("running", "running scans")):
+    for name, what in (
+        ("pending", "pending jobs"),
+        ("dead-letters", "dead letters"),
+        ("running", "running scans"),
+    ):
         one = sub.add_parser(name, parents=[common], help=what)
         one.add_argument("--limit", type=int, default=100)
-    for name, what in (("redrive", "re-enqueue dead letters whose work can still count"),
-                       ("drop", "delete dead letters")):
+    for name, what in (
+        ("redrive", "re-enqueue dead letters whose work can still count"),
+        ("drop", "delete dead letters"),
+    ):
         one = sub.add_parser(name, parents=[common], help=what)
         one.add_argument("ids", nargs="*", metavar="ID", help="dead-letter entry ids")
         one.add_argument("--all", action="store_true", help="every dead letter")
-    prune = sub.add_parser("prune-consumers", parents=[common],
-                           help="remove consumers that own no pending job and stopped reading")
-    prune.add_argument("--idle", type=float, default=None,
-                       help="seconds without a read (default: SCANSTREAM_CONSUMER_EXPIRY)")
+    prune = sub.add_parser(
+        "prune-consumers",
+        parents=[common],
+        help="remove consumers that own no pending job and stopped reading",
+    )
+    prune.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        help="seconds without a read (default: SCANSTREAM_CONSUMER_EXPIRY)",
+    )
     sub.add_parser("trim", parents=[common], help="drop acknowledged job entries now")
     return p
 
@@ -93,15 +108,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.what in ("redrive", "drop") and bool(args.ids) == bool(args.all):
-        print(f"scanstream inspect {args.what}: give dead-letter ids or --all (not both)",
-              file=sys.stderr)
+        print(
+            f"scanstream inspect {args.what}: give dead-letter ids or --all (not both)",
+            file=sys.stderr,
+        )
         return 2
     try:
         settings = Settings.from_env()
         url = getattr(args, "redis_url", None) or settings.redis_url
         if not url:
-            print("scanstream inspect: set SCANSTREAM_REDIS_URL or pass --redis-url",
-                  file=sys.stderr)
+            print(
+                "scanstream inspect: set SCANSTREAM_REDIS_URL or pass --redis-url", file=sys.stderr
+            )
             return 2
         return anyio.run(_run, settings, url, args)
     except ScanstreamError as exc:
@@ -112,8 +130,13 @@ def main(argv: list[str]) -> int:
 async def _run(settings: Settings, url: str, args: argparse.Namespace) -> int:
     redis = client(url, max_connections=4)
     keys = Keys(settings.prefix)
-    ctx = Ctx(redis, keys, EventStore(redis, keys, retention_s=settings.retention_s),
-              settings, getattr(args, "json", False))
+    ctx = Ctx(
+        redis,
+        keys,
+        EventStore(redis, keys, retention_s=settings.retention_s),
+        settings,
+        getattr(args, "json", False),
+    )
     try:
         return await COMMANDS[args.what or "overview"](ctx, args)
     finally:
@@ -130,7 +153,9 @@ async def _overview(ctx: Ctx, args: argparse.Namespace) -> int:
     letter_count = await jobs.dead_letter_count(ctx.redis, ctx.keys)
     running = await ctx.store.running_scans(50)
     payload = {
-        "prefix": ctx.keys.prefix, "job_stream": info, "pending": pending,
+        "prefix": ctx.keys.prefix,
+        "job_stream": info,
+        "pending": pending,
         "dead_letters": {"count": letter_count, "newest": letters},
         "running_scans": [_running_row(ctx, r) for r in running],
     }
@@ -166,8 +191,9 @@ async def _dead_letters(ctx: Ctx, args: argparse.Namespace) -> int:
 
 async def _running(ctx: Ctx, args: argparse.Namespace) -> int:
     rows = await ctx.store.running_scans(args.limit)
-    ctx.emit({"running_scans": [_running_row(ctx, r) for r in rows]},
-             lambda: _render_running(ctx, rows))
+    ctx.emit(
+        {"running_scans": [_running_row(ctx, r) for r in rows]}, lambda: _render_running(ctx, rows)
+    )
     return 0
 
 
@@ -194,9 +220,12 @@ async def _drop(ctx: Ctx, args: argparse.Namespace) -> int:
 async def _prune(ctx: Ctx, args: argparse.Namespace) -> int:
     idle_s = ctx.settings.consumer_expiry_s if args.idle is None else args.idle
     removed = await jobs.prune_consumers(ctx.redis, ctx.keys, int(idle_s * 1000))
-    ctx.emit({"removed": removed},
-             lambda: print(f"removed {len(removed)} consumers" +
-                           (f": {', '.join(removed)}" if removed else "")))
+    ctx.emit(
+        {"removed": removed},
+        lambda: print(
+            f"removed {len(removed)} consumers" + (f": {', '.join(removed)}" if removed else "")
+        ),
+    )
     return 0
 
 
@@ -207,9 +236,15 @@ async def _trim(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "overview": _overview, "groups": _groups, "pending": _pending,
-    "dead-letters": _dead_letters, "running": _running, "redrive": _redrive, "drop": _drop,
-    "prune-consumers": _prune, "trim": _trim,
+    "overview": _overview,
+    "groups": _groups,
+    "pending": _pending,
+    "dead-letters": _dead_letters,
+    "running": _running,
+    "redrive": _redrive,
+    "drop": _drop,
+    "prune-consumers": _prune,
+    "trim": _trim,
 }
 
 
@@ -220,9 +255,12 @@ def _running_row(ctx: Ctx, r: Any) -> dict[str, Any]:
     age_ms = wall_ms() - r.created_ms
     state = r.terminal or ("missing" if not r.exists else "running")
     return {
-        "scan_id": r.scan_id, "state": state, "age_s": round(age_ms / 1000, 1),
+        "scan_id": r.scan_id,
+        "state": state,
+        "age_s": round(age_ms / 1000, 1),
         "deadline_in_s": round(ctx.settings.scan_deadline_s - age_ms / 1000, 1),
-        "strategies_total": r.total, "strategies_completed": r.completed,
+        "strategies_total": r.total,
+        "strategies_completed": r.completed,
         "strategies_failed": r.failed,
     }
 
@@ -248,8 +286,10 @@ def _secs(ms: int) -> str:
 
 
 def _render_groups(info: jobs.JobStreamInfo) -> None:
-    table = _table(f"job stream: {info.length} entries",
-                   ["group", "consumers", "pending", "lag", "last delivered"])
+    table = _table(
+        f"job stream: {info.length} entries",
+        ["group", "consumers", "pending", "lag", "last delivered"],
+    )
     for g in info.groups:
         lag = "?" if g.lag is None else f"{g.lag}{'+' if g.lag_capped else ''}"
         table.add_row(g.name, str(g.consumers), str(g.pending), lag, g.last_delivered_id)
@@ -261,31 +301,43 @@ def _render_groups(info: jobs.JobStreamInfo) -> None:
 
 
 def _render_pending(rows: list[jobs.PendingJob]) -> None:
-    table = _table(f"pending jobs: {len(rows)} shown",
-                   ["job", "owner", "idle", "deliveries", "scan", "strategy"])
+    table = _table(
+        f"pending jobs: {len(rows)} shown",
+        ["job", "owner", "idle", "deliveries", "scan", "strategy"],
+    )
     for p in rows:
-        table.add_row(p.job_id, p.consumer, _secs(p.idle_ms), str(p.deliveries),
-                      p.scan_id or "(body deleted)", p.strategy or "")
+        table.add_row(
+            p.job_id,
+            p.consumer,
+            _secs(p.idle_ms),
+            str(p.deliveries),
+            p.scan_id or "(body deleted)",
+            p.strategy or "",
+        )
     _print(table)
 
 
 def _render_letters(rows: list[jobs.DeadLetter], count: int) -> None:
-    table = _table(f"dead letters: {count} (newest {len(rows)} shown)",
-                   ["id", "scan", "strategy", "attempts", "error", "when"])
+    table = _table(
+        f"dead letters: {count} (newest {len(rows)} shown)",
+        ["id", "scan", "strategy", "attempts", "error", "when"],
+    )
     for d in rows:
-        table.add_row(d.id, d.scan_id, d.strategy, str(d.attempts),
-                      f"{d.error_type}: {d.error}"[:80], d.ts)
+        table.add_row(
+            d.id, d.scan_id, d.strategy, str(d.attempts), f"{d.error_type}: {d.error}"[:80], d.ts
+        )
     _print(table)
 
 
 def _render_running(ctx: Ctx, rows: list[Any]) -> None:
-    table = _table(f"running scans: {len(rows)} (deadline {ctx.settings.scan_deadline_s:g}s)",
-                   ["scan", "state", "age", "deadline in", "done / total"])
+    table = _table(
+        f"running scans: {len(rows)} (deadline {ctx.settings.scan_deadline_s:g}s)",
+        ["scan", "state", "age", "deadline in", "done / total"],
+    )
     for r in rows:
         row = _running_row(ctx, r)
         done = f"{r.completed + r.failed} / {r.total}"
         if r.failed:
             done += f" ({r.failed} failed)"
-        table.add_row(r.scan_id, row["state"], f"{row['age_s']}s", f"{row['deadline_in_s']}s",
-                      done)
+        table.add_row(r.scan_id, row["state"], f"{row['age_s']}s", f"{row['deadline_in_s']}s", done)
     _print(table)

@@ -38,8 +38,9 @@ class Job:
         self.deliveries = deliveries
 
     def __repr__(self) -> str:
-        return (f"Job({self.entry_id}, {self.scan_id}, {self.strategy}, "
-                f"deliveries={self.deliveries})")
+        return (
+            f"Job({self.entry_id}, {self.scan_id}, {self.strategy}, deliveries={self.deliveries})"
+        )
 
 
 def job_fields(scan_id: str, strategy: str) -> dict[Any, Any]:
@@ -119,8 +120,14 @@ class DeadLetter:
         except ValueError:
             attempts = 0
         return cls(
-            id=_text(entry_id), job_id=f("job_id"), scan_id=f("scan_id"), strategy=f("strategy"),
-            attempts=attempts, error_type=f("error_type"), error=f("error"), worker=f("worker"),
+            id=_text(entry_id),
+            job_id=f("job_id"),
+            scan_id=f("scan_id"),
+            strategy=f("strategy"),
+            attempts=attempts,
+            error_type=f("error_type"),
+            error=f("error"),
+            worker=f("worker"),
             ts=f("ts"),
         )
 
@@ -173,8 +180,10 @@ async def redrive(
             pipe = redis.pipeline(transaction=False)
             for letter_id in letter_ids:
                 pipe.xrange(keys.dead_letters, letter_id, letter_id)
-            raw = [r[0] if r else (letter_id, None)
-                   for letter_id, r in zip(letter_ids, await pipe.execute(), strict=True)]
+            raw = [
+                r[0] if r else (letter_id, None)
+                for letter_id, r in zip(letter_ids, await pipe.execute(), strict=True)
+            ]
     out: list[Redrive] = []
     for entry_id, fields in raw:
         if fields is None:
@@ -192,9 +201,14 @@ async def redrive(
         elif state == "foreign":
             out.append(Redrive(letter.id, "refused", "the scan has no such strategy"))
         elif state == "done":
-            out.append(Redrive(letter.id, "refused",
-                              f"the strategy is already {detail} in the scan's log; "
-                              "start a new scan to run it again"))
+            out.append(
+                Redrive(
+                    letter.id,
+                    "refused",
+                    f"the strategy is already {detail} in the scan's log; "
+                    "start a new scan to run it again",
+                )
+            )
         else:
             async with store_errors():
                 pipe = redis.pipeline(transaction=True)
@@ -268,8 +282,9 @@ async def stream_info(redis: Redis, keys: Keys, lag_cap: int = LAG_COUNT_CAP) ->
             if lag is None:
                 after: Any = await redis.xrange(keys.jobs, f"({last}", "+", count=lag_cap + 1)
                 lag, capped = min(len(after), lag_cap), len(after) > lag_cap
-            info.groups.append(GroupInfo(name, int(g["consumers"]), int(g["pending"]), last,
-                                         int(lag), capped))
+            info.groups.append(
+                GroupInfo(name, int(g["consumers"]), int(g["pending"]), last, int(lag), capped)
+            )
             if name == JOB_GROUP:
                 for c in await redis.xinfo_consumers(keys.jobs, name):
                     info.consumers.append(
@@ -287,8 +302,15 @@ async def pending_jobs(redis: Redis, keys: Keys, count: int = 100) -> list[Pendi
             if "NOGROUP" in str(exc):
                 return []
             raise
-        out = [PendingJob(_text(r["message_id"]), _text(r["consumer"]),
-                          int(r["time_since_delivered"]), int(r["times_delivered"])) for r in rows]
+        out = [
+            PendingJob(
+                _text(r["message_id"]),
+                _text(r["consumer"]),
+                int(r["time_since_delivered"]),
+                int(r["times_delivered"]),
+            )
+            for r in rows
+        ]
         if out:
             pipe = redis.pipeline(transaction=False)
             for p in out:

@@ -55,7 +55,9 @@ def log_event(scan_id: str, entry: LogEntry) -> dict[str, Any]:
             head = {"id": entry.id, "type": entry.type, "scan_id": scan_id}
             return head | {k: v for k, v in data.items() if k not in head}
     return {
-        "id": entry.id, "type": entry.type, "scan_id": scan_id,
+        "id": entry.id,
+        "type": entry.type,
+        "scan_id": scan_id,
         "data": entry.data.decode("utf-8", "replace"),
         "problem": entry.problem or "unreadable entry",
     }
@@ -63,9 +65,16 @@ def log_event(scan_id: str, entry: LogEntry) -> dict[str, Any]:
 
 class ScanService:
     def __init__(
-        self, *, store: EventStore, cache: ProjectionCache, index: ScanIndex, keys: Keys,
-        strategies: Sequence[str], validate_params: ParamsValidator,
-        blocking: Redis | None = None, blocking_readers: int = 64,
+        self,
+        *,
+        store: EventStore,
+        cache: ProjectionCache,
+        index: ScanIndex,
+        keys: Keys,
+        strategies: Sequence[str],
+        validate_params: ParamsValidator,
+        blocking: Redis | None = None,
+        blocking_readers: int = 64,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -172,7 +181,10 @@ class ScanService:
         return await self.get_view(user_id, scan_id)
 
     async def create_scan(
-        self, user_id: str, strategies: list[str] | None, params: dict[str, Any] | None,
+        self,
+        user_id: str,
+        strategies: list[str] | None,
+        params: dict[str, Any] | None,
         idempotency_key: str | None = None,
     ) -> Created:
         """Validate, create the scan and queue its jobs; see `_create` for the write order."""

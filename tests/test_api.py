@@ -76,7 +76,7 @@ async def get_json(client: httpx.AsyncClient, path: str, **params: Any) -> dict[
 
 
 async def test_create_answers_202_with_location_and_queued_status(
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient,
 ) -> None:
     """POST /v1/scans answers 202, a Location of the scan, and its status: queued."""
     response = await client.post("/v1/scans", json={"strategies": ["noop", "finder"]})
@@ -150,8 +150,9 @@ async def test_results_are_partial_while_running(
     """Results list what was found so far, best score first, with complete false."""
     sid = (await create(client))["scan_id"]
     attempt = await scans.start(store, sid, "finder")
-    await scans.progress(store, sid, "finder", attempt, 0.3,
-                         [("LOW", 0.1), ("TOP", 0.95), ("MID", 0.5)])
+    await scans.progress(
+        store, sid, "finder", attempt, 0.3, [("LOW", 0.1), ("TOP", 0.95), ("MID", 0.5)]
+    )
     results = await get_json(client, f"/v1/scans/{sid}/results")
     assert results["complete"] is False and results["state"] == "running"
     assert [o["symbol"] for o in results["opportunities"]] == ["TOP", "MID", "LOW"]
@@ -321,7 +322,7 @@ async def test_same_idempotency_key_of_another_user_is_another_scan(
 
 
 async def test_idempotency_key_reused_with_another_request_is_422(
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient,
 ) -> None:
     """A key replayed with a different body is a client error naming the header."""
     headers = {"Idempotency-Key": "k"}

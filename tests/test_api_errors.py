@@ -108,24 +108,31 @@ async def test_another_users_scan_is_the_same_404_as_unknown(
 # -- auth ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("authorization", [
-    None,
-    "",
-    "Bearer",
-    "Bearer not-a-token",
-    "Basic YWxpY2U6c2VjcmV0",
-    "Bearer " + make_token("another-secret", "alice"),
-    "Bearer " + make_token("another-secret", "alice").split(".")[0] + ".AAAA",
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer not-a-token",
+        "Basic YWxpY2U6c2VjcmV0",
+        "Bearer " + make_token("another-secret", "alice"),
+        "Bearer " + make_token("another-secret", "alice").split(".")[0] + ".AAAA",
+    ],
+)
 async def test_missing_or_forged_token_is_401_with_www_authenticate(
     api: str, authorization: str | None
 ) -> None:
     """Every /v1 route refuses a missing or forged token with 401 and WWW-Authenticate: Bearer."""
     headers = {} if authorization is None else {"Authorization": authorization}
     async with httpx.AsyncClient(base_url=api, headers=headers) as anonymous:
-        for method, path in [("GET", "/v1/scans"), ("POST", "/v1/scans"),
-                             ("GET", f"/v1/scans/{new_scan_id()}"), ("GET", "/v1/strategies"),
-                             ("GET", "/v1/scans/nope/results")]:
+        for method, path in [
+            ("GET", "/v1/scans"),
+            ("POST", "/v1/scans"),
+            ("GET", f"/v1/scans/{new_scan_id()}"),
+            ("GET", "/v1/strategies"),
+            ("GET", "/v1/scans/nope/results"),
+        ]:
             response = await anonymous.request(method, path)
             assert_error(response, 401, "unauthorized")
             assert response.headers["www-authenticate"] == "Bearer"
@@ -142,17 +149,20 @@ async def test_access_token_query_is_not_accepted_on_ordinary_routes(api: str) -
 # -- bodies ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"strategies": ["noop", "finder", 3]}, "strategies[2]"),
-    ({"strategies": []}, "strategies"),
-    ({"strategies": ["noop", "noop"]}, "strategies[1]"),
-    ({"strategies": "noop"}, "strategies"),
-    ({"params": []}, "params"),
-    ({"params": {"bars": 1}}, "params.bars"),
-    ({"params": {"symbols": ["../etc"]}}, "params.symbols[0]"),
-    ({"strategy": ["noop"]}, "strategy"),
-    ([], "body"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"strategies": ["noop", "finder", 3]}, "strategies[2]"),
+        ({"strategies": []}, "strategies"),
+        ({"strategies": ["noop", "noop"]}, "strategies[1]"),
+        ({"strategies": "noop"}, "strategies"),
+        ({"params": []}, "params"),
+        ({"params": {"bars": 1}}, "params.bars"),
+        ({"params": {"symbols": ["../etc"]}}, "params.symbols[0]"),
+        ({"strategy": ["noop"]}, "strategy"),
+        ([], "body"),
+    ],
+)
 async def test_schema_violations_are_422_naming_the_field(
     client: httpx.AsyncClient, body: Any, field: str
 ) -> None:
@@ -179,8 +189,9 @@ async def test_unknown_strategy_is_422_naming_it(client: httpx.AsyncClient) -> N
 @pytest.mark.parametrize("raw", [b'{"strategies": [', b"\xff\xfe", b"strategies=noop", b"{'a': 1}"])
 async def test_broken_json_is_400(client: httpx.AsyncClient, raw: bytes) -> None:
     """A body that is not JSON is 400 invalid_request."""
-    response = await client.post("/v1/scans", content=raw,
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/v1/scans", content=raw, headers={"Content-Type": "application/json"}
+    )
     assert_error(response, 400, "invalid_request")
 
 
@@ -229,17 +240,20 @@ async def test_lying_content_length_is_refused_before_the_body(api: str) -> None
 # -- parameters and headers ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("suffix", "params", "field"), [
-    ("/results", {"wait": "0"}, "wait"),
-    ("/results", {"wait": "61"}, "wait"),
-    ("/results", {"wait": "soon"}, "wait"),
-    ("/results", {"wait": "nan"}, "wait"),
-    ("/log", {"after": "abc"}, "after"),
-    ("/log", {"after": "1-2-3"}, "after"),
-    ("/log", {"limit": "0"}, "limit"),
-    ("/log", {"limit": "1001"}, "limit"),
-    ("/log", {"limit": "ten"}, "limit"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "params", "field"),
+    [
+        ("/results", {"wait": "0"}, "wait"),
+        ("/results", {"wait": "61"}, "wait"),
+        ("/results", {"wait": "soon"}, "wait"),
+        ("/results", {"wait": "nan"}, "wait"),
+        ("/log", {"after": "abc"}, "after"),
+        ("/log", {"after": "1-2-3"}, "after"),
+        ("/log", {"limit": "0"}, "limit"),
+        ("/log", {"limit": "1001"}, "limit"),
+        ("/log", {"limit": "ten"}, "limit"),
+    ],
+)
 async def test_bad_query_parameters_are_422(
     client: httpx.AsyncClient, suffix: str, params: dict[str, str], field: str
 ) -> None:
@@ -249,8 +263,9 @@ async def test_bad_query_parameters_are_422(
     assert assert_error(response, 422, "invalid_request")["detail"].startswith(field)
 
 
-@pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "101"}, {"cursor": "page-2"},
-                                    {"cursor": "scan_../../x"}])
+@pytest.mark.parametrize(
+    "params", [{"limit": "0"}, {"limit": "101"}, {"cursor": "page-2"}, {"cursor": "scan_../../x"}]
+)
 async def test_bad_list_parameters_are_422(
     client: httpx.AsyncClient, params: dict[str, str]
 ) -> None:

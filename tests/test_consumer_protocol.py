@@ -52,8 +52,14 @@ class Attempt:
 
 def opportunity(strategy: str, symbol: str) -> ev.Opportunity:
     """Deterministic ids: a re-run finds the same ones."""
-    return ev.Opportunity(id=f"opp_{strategy}_{symbol}", strategy=strategy, symbol=symbol,
-                          side="long", score=0.5, expected_return=0.01)
+    return ev.Opportunity(
+        id=f"opp_{strategy}_{symbol}",
+        strategy=strategy,
+        symbol=symbol,
+        side="long",
+        score=0.5,
+        expected_return=0.01,
+    )
 
 
 class ConsumerProtocol(RuleBasedStateMachine):
@@ -114,8 +120,9 @@ class ConsumerProtocol(RuleBasedStateMachine):
 
     # -- rules --------------------------------------------------------------------------
 
-    @rule(target=attempts, strategy=st.sampled_from(STRATEGIES),
-          consumer=st.sampled_from(CONSUMERS))
+    @rule(
+        target=attempts, strategy=st.sampled_from(STRATEGIES), consumer=st.sampled_from(CONSUMERS)
+    )
     def deliver(self, strategy: str, consumer: str) -> Any:
         """A job delivered to a consumer for the first time, or reclaimed by one (its
         holder crashed or froze): either way a new attempt."""
@@ -123,39 +130,79 @@ class ConsumerProtocol(RuleBasedStateMachine):
         started = self._start(strategy, consumer)
         return started if started is not None else multiple()  # refused: nothing new
 
-    @rule(attempt=attempts, symbols=st.lists(st.sampled_from(SYMBOLS), max_size=3, unique=True),
-          progress=st.floats(0, 1))
+    @rule(
+        attempt=attempts,
+        symbols=st.lists(st.sampled_from(SYMBOLS), max_size=3, unique=True),
+        progress=st.floats(0, 1),
+    )
     def write(self, attempt: Attempt, symbols: list[str], progress: float) -> None:
         """A consumer (current or superseded but still alive) writes progress and findings."""
         self.steps += 1
         events: list[ev.Event] = [
-            ev.stamp(ev.OpportunityFound, strategy=attempt.strategy, attempt=attempt.number,
-                     opportunity=opportunity(attempt.strategy, s)) for s in symbols]
-        events.append(ev.stamp(ev.StrategyProgress, strategy=attempt.strategy,
-                               attempt=attempt.number, progress=progress))
+            ev.stamp(
+                ev.OpportunityFound,
+                strategy=attempt.strategy,
+                attempt=attempt.number,
+                opportunity=opportunity(attempt.strategy, s),
+            )
+            for s in symbols
+        ]
+        events.append(
+            ev.stamp(
+                ev.StrategyProgress,
+                strategy=attempt.strategy,
+                attempt=attempt.number,
+                progress=progress,
+            )
+        )
         want = self.expected(attempt, attempt.strategy)
-        outcome = self.run(self.store.append_strategy_events(
-            self.scan_id, attempt.strategy, attempt.number, events))
+        outcome = self.run(
+            self.store.append_strategy_events(
+                self.scan_id, attempt.strategy, attempt.number, events
+            )
+        )
         if self._accepted(outcome, want, events):
             self.opportunities |= {f"opp_{attempt.strategy}_{s}" for s in symbols}
 
-    @rule(attempt=consumes(attempts), how=st.sampled_from(["completed", "failed", "retry"]),
-          symbols=st.lists(st.sampled_from(SYMBOLS), max_size=2, unique=True))
+    @rule(
+        attempt=consumes(attempts),
+        how=st.sampled_from(["completed", "failed", "retry"]),
+        symbols=st.lists(st.sampled_from(SYMBOLS), max_size=2, unique=True),
+    )
     def finish(self, attempt: Attempt, how: str, symbols: list[str]) -> None:
         """A consumer's attempt ends: completed, failed for good, or failed with a retry
         to follow (the same consumer starts the next attempt)."""
         self.steps += 1
         s = attempt.strategy
         events: list[ev.Event] = [
-            ev.stamp(ev.OpportunityFound, strategy=s, attempt=attempt.number,
-                     opportunity=opportunity(s, x)) for x in symbols]
+            ev.stamp(
+                ev.OpportunityFound,
+                strategy=s,
+                attempt=attempt.number,
+                opportunity=opportunity(s, x),
+            )
+            for x in symbols
+        ]
         if how == "completed":
-            events.append(ev.stamp(ev.StrategyCompleted, strategy=s, attempt=attempt.number,
-                                   opportunities=len(symbols), duration_ms=1))
+            events.append(
+                ev.stamp(
+                    ev.StrategyCompleted,
+                    strategy=s,
+                    attempt=attempt.number,
+                    opportunities=len(symbols),
+                    duration_ms=1,
+                )
+            )
         else:
-            events.append(ev.stamp(ev.StrategyFailed, strategy=s, attempt=attempt.number,
-                                   error=ev.ErrorInfo(type="E", message="boom"),
-                                   final=how == "failed"))
+            events.append(
+                ev.stamp(
+                    ev.StrategyFailed,
+                    strategy=s,
+                    attempt=attempt.number,
+                    error=ev.ErrorInfo(type="E", message="boom"),
+                    final=how == "failed",
+                )
+            )
         want = self.expected(attempt, s)
         outcome = self.run(self.store.finish_strategy(self.scan_id, s, attempt.number, events))
         if not self._accepted(outcome, want, events):
@@ -259,8 +306,12 @@ def test_any_interleaving_of_deliveries_crashes_and_reclaims_is_sound(
     leaves each strategy terminal once, each opportunity once, one terminal scan event,
     and a fold equal to what the fenced writes accepted."""
     ConsumerProtocol.redis_url = redis_server.url
-    run_state_machine_as_test(ConsumerProtocol, settings=settings(
-        max_examples=50, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    ))
-
+    run_state_machine_as_test(
+        ConsumerProtocol,
+        settings=settings(
+            max_examples=50,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

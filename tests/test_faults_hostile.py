@@ -34,10 +34,14 @@ HOSTILE: list[dict[bytes, bytes]] = [
     {b"type": b"strategy.exploded", b"data": b"{}"},
     {b"type": b"strategy.started", b"data": b'{"event_id":"m1","ts":"t","v":1}'},
     {b"foo": b"bar"},
-    {b"type": b"strategy.progress",
-     b"data": b'{"event_id":"f1","ts":"t","v":99,"strategy":"finder","attempt":1,"progress":1}'},
-    {b"type": b"opportunity.found",
-     b"data": b'{"event_id":"h1","ts":"t","v":1,"pad":"' + b"x" * 300_000 + b'"}'},
+    {
+        b"type": b"strategy.progress",
+        b"data": b'{"event_id":"f1","ts":"t","v":99,"strategy":"finder","attempt":1,"progress":1}',
+    },
+    {
+        b"type": b"opportunity.found",
+        b"data": b'{"event_id":"h1","ts":"t","v":1,"pad":"' + b"x" * 300_000 + b'"}',
+    },
     {b"type": b"scan.completed", b"data": b"looks terminal, is not"},
     {b"type": b"\xff\xfe", b"data": b"{}"},
 ]
@@ -66,8 +70,14 @@ async def test_hostile_entries_are_skipped_counted_and_reported(
     assert view.state == "completed"
     assert view.warnings_count == len(HOSTILE)
     problems = " | ".join(w.problem for w in view.warnings)
-    for phrase in ("not valid JSON", "unknown event type", "newer than", "over the limit",
-                   "lacks the type or data", "not UTF-8"):
+    for phrase in (
+        "not valid JSON",
+        "unknown event type",
+        "newer than",
+        "over the limit",
+        "lacks the type or data",
+        "not UTF-8",
+    ):
         assert phrase in problems, phrase
     body = status_of(view)
     assert body.state == "completed" and body.opportunities_found == 23
@@ -85,4 +95,3 @@ async def test_hostile_entries_are_skipped_counted_and_reported(
 
 async def _started(store: EventStore, scan_id: str) -> bool:
     return len(started_events(await store.read(scan_id))) >= 2
-

@@ -202,7 +202,10 @@ async def test_a_job_whose_attempts_all_died_is_failed_for_good(
     assert not view.opportunities
     [letter] = await jobs.dead_letters(store.redis, store.keys)
     assert (letter.strategy, letter.attempts, letter.error_type) == (
-        "finder", cap + 1, "WorkerLost")
+        "finder",
+        cap + 1,
+        "WorkerLost",
+    )
 
 
 async def test_redrive_requeues_only_work_that_can_still_count(
@@ -213,16 +216,40 @@ async def test_redrive_requeues_only_work_that_can_still_count(
     others, saying why; an unknown id is reported."""
     open_scan = await start_scan(store, ["finder", "noop"], enqueue=False)
     attempt = (await store.start_strategy(open_scan, "noop", "w")).attempt
-    await store.finish_strategy(open_scan, "noop", attempt, [ev.stamp(
-        ev.StrategyCompleted, strategy="noop", attempt=attempt, opportunities=0, duration_ms=1)])
+    await store.finish_strategy(
+        open_scan,
+        "noop",
+        attempt,
+        [
+            ev.stamp(
+                ev.StrategyCompleted,
+                strategy="noop",
+                attempt=attempt,
+                opportunities=0,
+                duration_ms=1,
+            )
+        ],
+    )
     ended_scan = await start_scan(store, ["finder"], enqueue=False)
     await store.end_scan(ended_scan, "scan.cancelled")
     letters = []
     for scan_id, strategy in ((open_scan, "finder"), (open_scan, "noop"), (ended_scan, "finder")):
-        letters.append(await jobs.add_dead_letter(store.redis, store.keys, {
-            "job_id": "0-1", "scan_id": scan_id, "strategy": strategy, "attempts": 3,
-            "error_type": "RuntimeError", "error": "boom", "worker": "w", "ts": ev.now_rfc3339(),
-        }))
+        letters.append(
+            await jobs.add_dead_letter(
+                store.redis,
+                store.keys,
+                {
+                    "job_id": "0-1",
+                    "scan_id": scan_id,
+                    "strategy": strategy,
+                    "attempts": 3,
+                    "error_type": "RuntimeError",
+                    "error": "boom",
+                    "worker": "w",
+                    "ts": ev.now_rfc3339(),
+                },
+            )
+        )
     results = await jobs.redrive(store.redis, store.keys, store, [*letters, "1-1"])
     assert [x.outcome for x in results] == ["requeued", "refused", "refused", "unknown"]
     assert "already completed" in results[1].detail and "ended" in results[2].detail
@@ -240,8 +267,7 @@ async def test_a_worker_that_lost_its_job_during_backoff_starts_no_new_attempt(
     """Given a failed attempt waiting out its retry backoff, when another consumer takes the
     job meanwhile (as after a freeze), the worker starts no attempt 2 and leaves the job to
     its new owner."""
-    slow_heartbeat = settings.with_(retry_backoff_s=0.6, claim_idle_ms=20_000,
-                                    heartbeat_ms=10_000)
+    slow_heartbeat = settings.with_(retry_backoff_s=0.6, claim_idle_ms=20_000, heartbeat_ms=10_000)
     scan_id = await start_scan(store, ["poison"])
     async with workers_running(slow_heartbeat, TEST_STRATEGIES):
         await wait_for(lambda: _failed_once(store, scan_id), 5, "attempt 1 to fail")
@@ -285,8 +311,9 @@ async def test_a_job_for_a_strategy_the_scan_does_not_have_changes_nothing(
     await jobs.ensure_group(store.redis, store.keys)
     await store.redis.xadd(store.keys.jobs, jobs.job_fields(scan_id, "noop"))
     assert (await store.start_strategy(scan_id, "noop", "w")).status == "missing"
-    letter = await jobs.add_dead_letter(store.redis, store.keys, {
-        "scan_id": scan_id, "strategy": "noop", "attempts": 1})
+    letter = await jobs.add_dead_letter(
+        store.redis, store.keys, {"scan_id": scan_id, "strategy": "noop", "attempts": 1}
+    )
     [refused] = await jobs.redrive(store.redis, store.keys, store, [letter])
     assert (refused.outcome, refused.detail) == ("refused", "the scan has no such strategy")
     async with workers_running(settings, TEST_STRATEGIES):
@@ -342,8 +369,11 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
     s = fault_settings(settings, claim_idle_ms=30_000, heartbeat_ms=1_000)  # ghost's job stays
     env = env_for(s, SCANSTREAM_LOG_FORMAT="json")
     port = free_port()
-    w = Proc(["worker", "--concurrency", "4", "--metrics-port", str(port)], env,
-             tmp_path / "metrics-worker.log")
+    w = Proc(
+        ["worker", "--concurrency", "4", "--metrics-port", str(port)],
+        env,
+        tmp_path / "metrics-worker.log",
+    )
     with running(w):
         await consumer_name(w)
         scan_id = await start_scan(store, ["poison", "finder"])
@@ -365,23 +395,42 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
     assert overview["dead_letters"]["count"] == 1
     assert [r["scan_id"] for r in overview["running_scans"]] == [stuck]
     assert text.returncode == 0 and "pending jobs" in text.stdout and "ghost" in text.stdout
-    samples = {(x.name, tuple(sorted(x.labels.items()))): x.value
-               for family in text_string_to_metric_families(metrics) for x in family.samples}
+    samples = {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for family in text_string_to_metric_families(metrics)
+        for x in family.samples
+    }
     assert samples[("scanstream_worker_jobs_total", (("outcome", "completed"),))] == 1
     assert samples[("scanstream_worker_jobs_total", (("outcome", "failed"),))] == 1
     assert samples[("scanstream_worker_retries_total", (("strategy", "poison"),))] == 2
     assert samples[("scanstream_worker_dead_letters_total", (("strategy", "poison"),))] == 1
-    assert samples[("scanstream_worker_strategy_duration_seconds_count",
-                    (("outcome", "completed"), ("strategy", "finder")))] == 1
+    assert (
+        samples[
+            (
+                "scanstream_worker_strategy_duration_seconds_count",
+                (("outcome", "completed"), ("strategy", "finder")),
+            )
+        ]
+        == 1
+    )
     started = [r for r in records if r["message"] == "strategy started"]
     assert {(r["scan_id"], r["strategy"], r["attempt"]) for r in started} == {
-        (scan_id, "finder", 1), (scan_id, "poison", 1), (scan_id, "poison", 2),
-        (scan_id, "poison", 3)}
+        (scan_id, "finder", 1),
+        (scan_id, "poison", 1),
+        (scan_id, "poison", 2),
+        (scan_id, "poison", 3),
+    }
 
 
 def _inspect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scanstream", "inspect", *args], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "scanstream", "inspect", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 async def test_a_worker_warns_when_redis_may_evict_finished_scans(

@@ -85,10 +85,19 @@ async def test_a_scan_survives_redis_being_killed_and_restarted(
     finally:
         await redis.aclose()
     assert {e.id: (e.type, e.data) for e in before}.items() <= {
-        e.id: (e.type, e.data) for e in after}.items()
+        e.id: (e.type, e.data) for e in after
+    }.items()
     view = fold_all(scan_id, after)
-    story = [(e.type, getattr(e.event, "strategy", ""), getattr(e.event, "attempt", 0),
-              getattr(e.event, "error", None)) for e in after if e.type != "opportunity.found"]
+    story = [
+        (
+            e.type,
+            getattr(e.event, "strategy", ""),
+            getattr(e.event, "attempt", 0),
+            getattr(e.event, "error", None),
+        )
+        for e in after
+        if e.type != "opportunity.found"
+    ]
     assert view.state == "completed", story
     assert_log_is_sound(after)
     assert view.strategies["steady_a"].opportunities == 20, story

@@ -38,15 +38,20 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 STEADY = ["steady_a", "steady_b", "steady_c"]
 
 
-def _index_of_start(entries: list[ev.LogEntry],
-                    match: Callable[[ev.StrategyStarted], bool]) -> int:
-    return next(i for i, e in enumerate(entries)
-                if isinstance(e.event, ev.StrategyStarted) and match(e.event))
+def _index_of_start(entries: list[ev.LogEntry], match: Callable[[ev.StrategyStarted], bool]) -> int:
+    return next(
+        i
+        for i, e in enumerate(entries)
+        if isinstance(e.event, ev.StrategyStarted) and match(e.event)
+    )
 
 
 def _steps_found(entries: list[ev.LogEntry], strategy: str) -> list[str]:
-    return [e.event.opportunity.id for e in entries
-            if isinstance(e.event, ev.OpportunityFound) and e.event.strategy == strategy]
+    return [
+        e.event.opportunity.id
+        for e in entries
+        if isinstance(e.event, ev.OpportunityFound) and e.event.strategy == strategy
+    ]
 
 
 async def _started_by(store: EventStore, scan_id: str, name: str, count: int) -> bool:
@@ -73,8 +78,9 @@ async def test_a_killed_workers_strategies_are_finished_by_another(
     entries = await store.read(scan_id)
     assert view.state == "completed"
     assert_log_is_sound(entries)
-    retried = {s.strategy: (s.attempt, s.worker) for _, s in started_events(entries)
-               if s.attempt == 2}
+    retried = {
+        s.strategy: (s.attempt, s.worker) for _, s in started_events(entries) if s.attempt == 2
+    }
     assert retried == {name: (2, name_b) for name in STEADY}
     assert {s.name: s.attempts for s in view.strategies.values()} == dict.fromkeys(STEADY, 2)
     for name in STEADY:  # found again by attempt 2, listed once
@@ -105,8 +111,7 @@ async def test_a_frozen_worker_that_wakes_up_writes_nothing(
         a.signal(signal.SIGSTOP)
         with running(b):
             name_b = await consumer_name(b)
-            await wait_for(lambda: _started_by(store, scan_id, name_b, 2), 10,
-                           "B to reclaim both")
+            await wait_for(lambda: _started_by(store, scan_id, name_b, 2), 10, "B to reclaim both")
             a.signal(signal.SIGCONT)
             view = await wait_until_ended(store, scan_id, timeout_s=20)
             await anyio.sleep(1.0)  # A's timers have all fired by now: any late write lands
@@ -115,18 +120,24 @@ async def test_a_frozen_worker_that_wakes_up_writes_nothing(
     assert_log_is_sound(entries)
     for name in names:  # after attempt 2 started, nothing of attempt 1
         taken_over = _index_of_start(
-            entries, lambda st, n=name: st.strategy == n and st.attempt == 2)
-        later = [e.event for e in entries[taken_over:]
-                 if getattr(e.event, "strategy", "") == name]
+            entries, lambda st, n=name: st.strategy == n and st.attempt == 2
+        )
+        later = [e.event for e in entries[taken_over:] if getattr(e.event, "strategy", "") == name]
         assert {getattr(x, "attempt", 0) for x in later} == {2}, later
     first_of_b = _index_of_start(entries, lambda st: st.worker == name_b)
-    assert not [e for e in entries[first_of_b:]
-                if isinstance(e.event, ev.StrategyStarted) and e.event.worker == name_a]
+    assert not [
+        e
+        for e in entries[first_of_b:]
+        if isinstance(e.event, ev.StrategyStarted) and e.event.worker == name_a
+    ]
     assert view.strategies["steady_a"].opportunities == 20
     assert len(set(_steps_found(entries, "steady_a"))) == 20
     assert len(view.opportunities) == 21
-    woke = [r for r in log_records(a) if r.get("scan_id") == scan_id
-            and ("lost" in r["message"] or "claim lost" in r["message"])]
+    woke = [
+        r
+        for r in log_records(a)
+        if r.get("scan_id") == scan_id and ("lost" in r["message"] or "claim lost" in r["message"])
+    ]
     assert woke, "the woken worker did not notice it lost its jobs"
     assert (await store.redis.xpending(store.keys.jobs, JOB_GROUP))["pending"] == 0
 
@@ -169,7 +180,8 @@ async def test_a_poison_strategy_is_retried_dead_lettered_and_the_scan_ends(
     env = env_for(s)
     listed = json.loads(_inspect(env, "dead-letters", "--json").stdout)
     assert [(d["scan_id"], d["strategy"], d["attempts"]) for d in listed["dead_letters"]] == [
-        (scan_id, "poison", 3)]
+        (scan_id, "poison", 3)
+    ]
     redrive = _inspect(env, "redrive", "--all", "--json")
     assert redrive.returncode == 1
     [result] = json.loads(redrive.stdout)["results"]
@@ -177,8 +189,14 @@ async def test_a_poison_strategy_is_retried_dead_lettered_and_the_scan_ends(
 
 
 def _inspect(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scanstream", "inspect", *args], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "scanstream", "inspect", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 async def test_fifty_strategies_finishing_together_write_one_terminal_event(
@@ -215,15 +233,17 @@ async def test_cancel_stops_strategies_in_worker_processes_within_a_second(
     scan.cancelled."""
     s = fault_settings(settings)
     names = [*STEADY, "sleeper"]
-    with running(worker(s, tmp_path, "a", concurrency=2),
-                 worker(s, tmp_path, "b", concurrency=2)) as procs:
+    with running(
+        worker(s, tmp_path, "a", concurrency=2), worker(s, tmp_path, "b", concurrency=2)
+    ) as procs:
         for p in procs:
             await consumer_name(p)
         scan_id = await start_scan(store, names, {"slow_s": 30})
         await wait_for(lambda: _started_count(store, scan_id, 4), 10, "all four to start")
         await anyio.sleep(0.3)
         status, _ = await store.end_scan(
-            scan_id, "scan.cancelled", before=[ev.stamp(ev.ScanCancelRequested, user_id="alice")])
+            scan_id, "scan.cancelled", before=[ev.stamp(ev.ScanCancelRequested, user_id="alice")]
+        )
         assert status == "ok"
         began = time.monotonic()
         await wait_for(lambda: _nothing_pending(store), 5, "every job to be acknowledged")
@@ -234,8 +254,11 @@ async def test_cancel_stops_strategies_in_worker_processes_within_a_second(
     entries = await store.read(scan_id)
     assert entries[-1].type == "scan.cancelled"
     assert_log_is_sound(entries)
-    stops = [r for r in records if r.get("scan_id") == scan_id
-             and r["message"] == "strategy stopped: cancelled"]
+    stops = [
+        r
+        for r in records
+        if r.get("scan_id") == scan_id and r["message"] == "strategy stopped: cancelled"
+    ]
     assert sorted(r["strategy"] for r in stops) == sorted(names)
     assert all(r.get("attempt") == 1 for r in stops)
 

@@ -28,15 +28,22 @@ def mixed(redis_server: RedisProcess) -> tuple[Settings, str]:
 def pair(redis_server: RedisProcess) -> tuple[Settings, str, str]:
     """Two real scans: finder finds 3 then 4 (scores shift), poison is swapped for flaky."""
     settings = replay_scans.scan_settings(redis_server.url, "replaydiff")
-    a = anyio.run(lambda: run_scan(settings, ["finder", "noop", "poison", "momentum"],
-                                   {**SMALL_MARKET, "finds": 3}))
-    b = anyio.run(lambda: run_scan(settings, ["finder", "noop", "flaky", "momentum"],
-                                   {**SMALL_MARKET, "finds": 4}))
+    a = anyio.run(
+        lambda: run_scan(
+            settings, ["finder", "noop", "poison", "momentum"], {**SMALL_MARKET, "finds": 3}
+        )
+    )
+    b = anyio.run(
+        lambda: run_scan(
+            settings, ["finder", "noop", "flaky", "momentum"], {**SMALL_MARKET, "finds": 4}
+        )
+    )
     return settings, a, b
 
 
 def test_diff_reports_states_attempts_and_opportunities_per_strategy(
-        pair: tuple[Settings, str, str]) -> None:
+    pair: tuple[Settings, str, str],
+) -> None:
     """Given two real scans whose params and strategies differ, when diffed, then finder's
     three shared ids are changed (score) and one is added, poison and flaky each exist on one
     side, noop and momentum are the same, and params show the change."""
@@ -47,8 +54,12 @@ def test_diff_reports_states_attempts_and_opportunities_per_strategy(
     per = {s.name: s for s in result.strategies}
     assert list(per) == ["finder", "noop", "poison", "momentum", "flaky"]
     finder = per["finder"].opportunities
-    assert (finder.same, len(finder.added), len(finder.removed), len(finder.changed)) == \
-        (0, 1, 0, 3)
+    assert (finder.same, len(finder.added), len(finder.removed), len(finder.changed)) == (
+        0,
+        1,
+        0,
+        3,
+    )
     assert all({c.path for c in cs} == {"score"} for _, cs in finder.changed)
     assert per["noop"].empty and per["momentum"].empty
     assert per["poison"].b is None and per["poison"].a is not None
@@ -59,8 +70,11 @@ def test_diff_reports_states_attempts_and_opportunities_per_strategy(
 
 
 def test_a_scan_diffed_with_its_own_export_is_the_same(
-        pair: tuple[Settings, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    pair: tuple[Settings, str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Given a scan and its export, when `replay diff` compares them (and two different
     scans), then it exits 0 for the same scan and 1 with the details for the others."""
     settings, a, b = pair
@@ -76,8 +90,19 @@ def test_a_scan_diffed_with_its_own_export_is_the_same(
     assert main(["diff", a, "nope"]) == 2
 
 
-@pytest.mark.parametrize("name", ["momentum", "mean_reversion", "breakout",
-                                  "cross_venue_arbitrage", "finder", "flaky", "poison", "noop"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "momentum",
+        "mean_reversion",
+        "breakout",
+        "cross_venue_arbitrage",
+        "finder",
+        "flaky",
+        "poison",
+        "noop",
+    ],
+)
 def test_rerun_matches_the_recorded_findings(mixed: tuple[Settings, str], name: str) -> None:
     """Given a real scan, when each strategy is re-run locally on the recorded params, then
     it finds exactly what its last completed attempt recorded (flaky: attempt 2; poison
@@ -104,21 +129,36 @@ def test_rerun_shows_when_the_code_changed(mixed: tuple[Settings, str]) -> None:
 
     @strategy("finder", "finder, edited")
     async def edited(ctx: StrategyContext) -> None:
-        await ctx.found(ctx.opportunity(symbol="SYM0", side="long", score=0.9,
-                                        expected_return=0.001, details={"i": 0}))
-        await ctx.found(ctx.opportunity(symbol="SYM1", side="long", score=0.5,
-                                        expected_return=0.002, details={"i": 1}))
-        await ctx.found(ctx.opportunity(symbol="NEW", side="short", score=0.1,
-                                        expected_return=0.0))
+        await ctx.found(
+            ctx.opportunity(
+                symbol="SYM0", side="long", score=0.9, expected_return=0.001, details={"i": 0}
+            )
+        )
+        await ctx.found(
+            ctx.opportunity(
+                symbol="SYM1", side="long", score=0.5, expected_return=0.002, details={"i": 1}
+            )
+        )
+        await ctx.found(ctx.opportunity(symbol="NEW", side="short", score=0.1, expected_return=0.0))
 
     table: dict[str, Strategy] = {"finder": edited}
-    report = anyio.run(lambda: rerun(log, "finder", strategies=table, settings=settings,
-                                     market_factory=replay_scans.market_factory))
+    report = anyio.run(
+        lambda: rerun(
+            log,
+            "finder",
+            strategies=table,
+            settings=settings,
+            market_factory=replay_scans.market_factory,
+        )
+    )
 
     assert not report.same
     o = report.opportunities
-    assert (o.same, [x.symbol for x in o.added], [x.symbol for x in o.removed]) == \
-        (1, ["NEW"], ["SYM2"])
+    assert (o.same, [x.symbol for x in o.added], [x.symbol for x in o.removed]) == (
+        1,
+        ["NEW"],
+        ["SYM2"],
+    )
     assert [[c.path for c in cs] for _, cs in o.changed] == [["score"]]
 
 
@@ -132,14 +172,22 @@ def test_rerun_on_other_market_data_finds_other_ids(mixed: tuple[Settings, str])
         def fingerprint(self) -> str:
             return "other-data"
 
-    report = anyio.run(lambda: rerun(log, "finder", strategies={"finder": ts.finder},
-                                     settings=settings, market_factory=lambda p: OtherData()))
+    report = anyio.run(
+        lambda: rerun(
+            log,
+            "finder",
+            strategies={"finder": ts.finder},
+            settings=settings,
+            market_factory=lambda p: OtherData(),
+        )
+    )
 
     assert (len(report.opportunities.removed), len(report.opportunities.added)) == (3, 3)
 
 
-def test_the_cli_reruns_a_strategy(mixed: tuple[Settings, str], monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_reruns_a_strategy(
+    mixed: tuple[Settings, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a real scan, when `--rerun breakout` runs with the project's strategy loading,
     then it exits 0 and says the findings are the same; an unknown strategy is an error."""
     settings, scan_id = mixed

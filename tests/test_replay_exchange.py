@@ -85,8 +85,8 @@ async def raw_stream(redis: Redis, key: str) -> list[Any]:
 
 
 async def test_export_then_import_into_a_second_redis_gives_the_same_scan(
-        mixed: tuple[Settings, str], original: Redis, second: Redis, tmp_path: Path,
-        prefix: str) -> None:
+    mixed: tuple[Settings, str], original: Redis, second: Redis, tmp_path: Path, prefix: str
+) -> None:
     """Given a real finished scan, when exported and imported into a second redis-server,
     then the imported stream is byte-identical, folds to equal status and results, its fence
     hash equals the original's, and it is listed for its owner and expires like it."""
@@ -94,31 +94,36 @@ async def test_export_then_import_into_a_second_redis_gives_the_same_scan(
     keys = Keys(settings.prefix)
     export_log(await fetch_log(original, keys, scan_id), tmp_path / "scan.jsonl")
 
-    imported = await import_log(second, Keys(prefix), read_export(tmp_path / "scan.jsonl"),
-                                retention_s=600)
+    imported = await import_log(
+        second, Keys(prefix), read_export(tmp_path / "scan.jsonl"), retention_s=600
+    )
 
     assert imported.scan_id == scan_id
     there = Keys(prefix).scan(scan_id)
-    assert await raw_stream(second, there.events) == \
-        await raw_stream(original, keys.events(scan_id))
+    assert await raw_stream(second, there.events) == await raw_stream(
+        original, keys.events(scan_id)
+    )
     again = await fetch_log(second, Keys(prefix), scan_id)
     log = await fetch_log(original, keys, scan_id)
     assert projections(scan_id, again.entries) == projections(scan_id, log.entries)
     assert await second.hgetall(there.fence) == await original.hgetall(keys.scan(scan_id).fence)
     assert 0 < await second.ttl(there.events) <= 600 and 0 < await second.ttl(there.fence) <= 600
-    assert await second.zscore(Keys(prefix).user_scans("alice"), scan_id) == \
-        scan_created_ms(scan_id)
+    assert await second.zscore(Keys(prefix).user_scans("alice"), scan_id) == scan_created_ms(
+        scan_id
+    )
 
 
 async def test_late_fenced_writes_are_refused_on_the_import_as_on_the_original(
-        mixed: tuple[Settings, str], original: Redis, second: Redis, prefix: str) -> None:
+    mixed: tuple[Settings, str], original: Redis, second: Redis, prefix: str
+) -> None:
     """Given a finished scan imported into a second Redis, when a late finish_strategy and a
     new attempt arrive, then both scans refuse them alike: the scan has ended."""
     settings, scan_id = mixed
     log = await fetch_log(original, Keys(settings.prefix), scan_id)
     await import_log(second, Keys(prefix), log, retention_s=600)
-    late = [ev.stamp(ev.StrategyCompleted, strategy="slow", attempt=1, opportunities=0,
-                     duration_ms=1)]
+    late = [
+        ev.stamp(ev.StrategyCompleted, strategy="slow", attempt=1, opportunities=0, duration_ms=1)
+    ]
     for redis, store_prefix in ((original, settings.prefix), (second, prefix)):
         store = EventStore(redis, Keys(store_prefix), retention_s=600)
         assert (await store.finish_strategy(scan_id, "slow", 1, late)).status == "ended"
@@ -128,7 +133,8 @@ async def test_late_fenced_writes_are_refused_on_the_import_as_on_the_original(
 
 
 async def test_an_unfinished_import_continues_exactly_like_the_original(
-        unfinished: tuple[Settings, str], second: Redis, prefix: str) -> None:
+    unfinished: tuple[Settings, str], second: Redis, prefix: str
+) -> None:
     """Given a running scan (noop never started) imported into a second Redis, kept and as
     new, when the same fenced writes follow on all three, then each answers the same: the
     same attempt number, `done` for a finished strategy, and the same terminal event counts."""
@@ -139,32 +145,67 @@ async def test_an_unfinished_import_continues_exactly_like_the_original(
         kept = await import_log(second, Keys(prefix), log, retention_s=600)
         renewed = await import_log(second, Keys(prefix), log, as_new=True, retention_s=600)
         assert kept.ttl_s is None and renewed.scan_id != scan_id
-        targets = [(first, settings.prefix, scan_id), (second, prefix, kept.scan_id),
-                   (second, prefix, renewed.scan_id)]
+        targets = [
+            (first, settings.prefix, scan_id),
+            (second, prefix, kept.scan_id),
+            (second, prefix, renewed.scan_id),
+        ]
         answers = []
         for redis, p, sid in targets:
             store = EventStore(redis, Keys(p), retention_s=600)
-            stale = await store.finish_strategy(sid, "finder", 1, [ev.stamp(
-                ev.StrategyCompleted, strategy="finder", attempt=1, opportunities=0,
-                duration_ms=1)])
+            stale = await store.finish_strategy(
+                sid,
+                "finder",
+                1,
+                [
+                    ev.stamp(
+                        ev.StrategyCompleted,
+                        strategy="finder",
+                        attempt=1,
+                        opportunities=0,
+                        duration_ms=1,
+                    )
+                ],
+            )
             started = await store.start_strategy(sid, "noop", "test")
-            done = await store.finish_strategy(sid, "noop", started.attempt, [ev.stamp(
-                ev.StrategyCompleted, strategy="noop", attempt=started.attempt,
-                opportunities=0, duration_ms=1)])
-            terminal = (await store.last_entry(sid))
+            done = await store.finish_strategy(
+                sid,
+                "noop",
+                started.attempt,
+                [
+                    ev.stamp(
+                        ev.StrategyCompleted,
+                        strategy="noop",
+                        attempt=started.attempt,
+                        opportunities=0,
+                        duration_ms=1,
+                    )
+                ],
+            )
+            terminal = await store.last_entry(sid)
             assert terminal is not None and isinstance(terminal.event, ev.ScanCompleted)
             body = terminal.event
-            answers.append((stale.status, started.status, started.attempt, done.terminal,
-                            body.opportunities, body.strategies_completed,
-                            body.strategies_failed))
-        assert answers[0] == answers[1] == answers[2] == \
-            ("done", "ok", 1, "scan.completed", 4, 3, 0)
+            answers.append(
+                (
+                    stale.status,
+                    started.status,
+                    started.attempt,
+                    done.terminal,
+                    body.opportunities,
+                    body.strategies_completed,
+                    body.strategies_failed,
+                )
+            )
+        assert (
+            answers[0] == answers[1] == answers[2] == ("done", "ok", 1, "scan.completed", 4, 3, 0)
+        )
     finally:
         await first.aclose()
 
 
 async def test_the_pure_fence_matches_what_the_scripts_wrote(
-        mixed: tuple[Settings, str], unfinished: tuple[Settings, str]) -> None:
+    mixed: tuple[Settings, str], unfinished: tuple[Settings, str]
+) -> None:
     """Given real scans (finished after retries and a final failure; still running), when
     their fence is rebuilt from the log alone, then it equals the hash the Lua scripts hold."""
     for settings, scan_id in (mixed, unfinished):
@@ -175,20 +216,21 @@ async def test_the_pure_fence_matches_what_the_scripts_wrote(
             stored = await redis.hgetall(keys.scan(scan_id).fence)
         finally:
             await redis.aclose()
-        assert fence_fields(log.entries, scan_id) == \
-            {_text(k): _text(v) for k, v in stored.items()}
+        assert fence_fields(log.entries, scan_id) == {_text(k): _text(v) for k, v in stored.items()}
 
 
 def test_a_fence_ignores_what_the_scripts_would_have_refused() -> None:
     """Given a log with a stale attempt's finding, a write after done, a strategy the scan
     does not have and events after the end, when its fence is rebuilt, then none of those
     count; no scan.requested: no fence."""
+
     def entry(n: int, event: ev.Event) -> ev.LogEntry:
         return ev.decode(f"{n}-0", ev.type_of(event), ev.encode(event))
 
     def opp(oid: str) -> ev.Opportunity:
-        return ev.Opportunity(id=oid, strategy="a", symbol="X", side="long", score=0.5,
-                              expected_return=0.0)
+        return ev.Opportunity(
+            id=oid, strategy="a", symbol="X", side="long", score=0.5, expected_return=0.0
+        )
 
     scan_id = "scan_0190a0b0c0d07000800000000000abcd"
     log = [
@@ -197,23 +239,44 @@ def test_a_fence_ignores_what_the_scripts_would_have_refused() -> None:
         entry(3, ev.stamp(ev.StrategyStarted, strategy="a", attempt=2, worker="w")),
         entry(4, ev.stamp(ev.OpportunityFound, strategy="a", attempt=1, opportunity=opp("o1"))),
         entry(5, ev.stamp(ev.OpportunityFound, strategy="a", attempt=2, opportunity=opp("o2"))),
-        entry(6, ev.stamp(ev.StrategyCompleted, strategy="a", attempt=2, opportunities=1,
-                          duration_ms=1)),
+        entry(
+            6,
+            ev.stamp(ev.StrategyCompleted, strategy="a", attempt=2, opportunities=1, duration_ms=1),
+        ),
         entry(7, ev.stamp(ev.OpportunityFound, strategy="a", attempt=2, opportunity=opp("o3"))),
-        entry(8, ev.stamp(ev.ScanCancelled, opportunities=1, strategies_completed=1,
-                          strategies_failed=0, duration_ms=5)),
+        entry(
+            8,
+            ev.stamp(
+                ev.ScanCancelled,
+                opportunities=1,
+                strategies_completed=1,
+                strategies_failed=0,
+                duration_ms=5,
+            ),
+        ),
         entry(9, ev.stamp(ev.StrategyStarted, strategy="b", attempt=1, worker="w")),
     ]
     stranger = entry(7, ev.stamp(ev.StrategyStarted, strategy="c", attempt=1, worker="w"))
     assert fence_fields([*log[:6], stranger, *log[6:]], scan_id) == {
-        "total": "2", "created_ms": str(scan_created_ms(scan_id)), "completed": "1",
-        "failed": "0", "opportunities": "1", "names": "1", "in:a": "1", "in:b": "1",
-        "attempt:a": "2", "opp:o2": "1", "done:a": "completed", "terminal": "scan.cancelled"}
+        "total": "2",
+        "created_ms": str(scan_created_ms(scan_id)),
+        "completed": "1",
+        "failed": "0",
+        "opportunities": "1",
+        "names": "1",
+        "in:a": "1",
+        "in:b": "1",
+        "attempt:a": "2",
+        "opp:o2": "1",
+        "done:a": "completed",
+        "terminal": "scan.cancelled",
+    }
     assert fence_fields(log[1:], scan_id) == {}
 
 
 async def test_import_refuses_an_existing_scan_and_as_new_renames_it(
-        mixed: tuple[Settings, str], original: Redis, second: Redis, prefix: str) -> None:
+    mixed: tuple[Settings, str], original: Redis, second: Redis, prefix: str
+) -> None:
     """Given a scan already imported, when imported again under its id, then ScanConflict;
     with as_new, then a new id whose stream folds to the same projections but for the id."""
     settings, scan_id = mixed
@@ -226,39 +289,49 @@ async def test_import_refuses_an_existing_scan_and_as_new_renames_it(
 
     copy = await fetch_log(second, Keys(prefix), renewed.scan_id)
     assert [e.id for e in copy.entries] == [e.id for e in log.entries]  # ids kept: same timeline
-    (status, results), (status2, results2) = (projections(scan_id, log.entries),
-                                              projections(renewed.scan_id, copy.entries))
+    (status, results), (status2, results2) = (
+        projections(scan_id, log.entries),
+        projections(renewed.scan_id, copy.entries),
+    )
     assert {**status2, "scan_id": scan_id} == status
     assert {**results2, "scan_id": scan_id} == results
-    assert await second.hget(Keys(prefix).scan(renewed.scan_id).fence, "created_ms") == \
-        str(scan_created_ms(renewed.scan_id)).encode()
+    assert (
+        await second.hget(Keys(prefix).scan(renewed.scan_id).fence, "created_ms")
+        == str(scan_created_ms(renewed.scan_id)).encode()
+    )
 
 
 async def test_import_as_another_user_rewrites_only_the_owner(
-        mixed: tuple[Settings, str], original: Redis, second: Redis, prefix: str) -> None:
+    mixed: tuple[Settings, str], original: Redis, second: Redis, prefix: str
+) -> None:
     """Given a scan of alice, when imported as new for bob, then bob owns and lists it,
     only scan.requested changed bytes, and everything else folds the same."""
     settings, scan_id = mixed
     log = await fetch_log(original, Keys(settings.prefix), scan_id)
 
-    imported = await import_log(second, Keys(prefix), log, as_new=True, user="bob",
-                                retention_s=600)
+    imported = await import_log(second, Keys(prefix), log, as_new=True, user="bob", retention_s=600)
 
     copy = await fetch_log(second, Keys(prefix), imported.scan_id)
     changed = [a.id for a, b in zip(log.raw, copy.raw, strict=True) if a != b]
     assert changed == [log.raw[0].id]
     status = projections(imported.scan_id, copy.entries)[0]
     assert status["user_id"] == "bob"
-    assert {**status, "user_id": "alice", "scan_id": scan_id} == \
-        projections(scan_id, log.entries)[0]
+    assert {**status, "user_id": "alice", "scan_id": scan_id} == projections(scan_id, log.entries)[
+        0
+    ]
     assert await second.zscore(Keys(prefix).user_scans("bob"), imported.scan_id) is not None
     with pytest.raises(ReplayError):
         await import_log(second, Keys(prefix), log, as_new=True, user="no spaces", retention_s=1)
 
 
 async def test_export_is_byte_faithful_for_broken_entries(
-        mixed: tuple[Settings, str], original: Redis, second: Redis, store: EventStore,
-        prefix: str, tmp_path: Path) -> None:
+    mixed: tuple[Settings, str],
+    original: Redis,
+    second: Redis,
+    store: EventStore,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
     """Given a scan whose stream also holds non-UTF-8 data, non-JSON data, a non-UTF-8 type
     and entries with missing or extra fields, when exported, read back and imported, then
     every entry's fields come back byte for byte, in order."""
@@ -267,12 +340,14 @@ async def test_export_is_byte_faithful_for_broken_entries(
     keys = Keys(store.keys.prefix)
     await import_log(store.redis, keys, src, retention_s=600)  # a copy we may corrupt
     key = keys.events(scan_id)
-    odd = [{b"type": b"strategy.progress", b"data": b"\xff\xfe{not utf-8"},
-           {b"type": b"opportunity.found", b"data": b'{"half": '},
-           {b"type": b"\xc3\x28", b"data": b"{}"},
-           {b"data": b'{"v":1}'},
-           {b"type": b"x", b"data": b"{}", b"extra": b"\x00\x01"},
-           {b"data": b"{}", b"type": b"scan.completed"}]
+    odd = [
+        {b"type": b"strategy.progress", b"data": b"\xff\xfe{not utf-8"},
+        {b"type": b"opportunity.found", b"data": b'{"half": '},
+        {b"type": b"\xc3\x28", b"data": b"{}"},
+        {b"data": b'{"v":1}'},
+        {b"type": b"x", b"data": b"{}", b"extra": b"\x00\x01"},
+        {b"data": b"{}", b"type": b"scan.completed"},
+    ]
     for fields in odd:
         await store.redis.xadd(key, fields)  # type: ignore[arg-type]
     log = await fetch_log(store.redis, keys, scan_id)
@@ -284,23 +359,39 @@ async def test_export_is_byte_faithful_for_broken_entries(
     back = read_export(tmp_path / "odd.jsonl")
     assert list(back.raw) == list(log.raw)
     await import_log(second, Keys(prefix), back, retention_s=600)
-    assert await raw_stream(second, Keys(prefix).events(scan_id)) == \
-        await raw_stream(store.redis, key)
+    assert await raw_stream(second, Keys(prefix).events(scan_id)) == await raw_stream(
+        store.redis, key
+    )
     assert sum(1 for e in back.entries if e.problem) == len(odd)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda lines: lines[:-1], "truncated"),
-    (lambda lines: [b'{"format": "other"}', *lines[1:]], "not a scanstream log export"),
-    (lambda lines: [lines[0].replace(b'"format_version":1', b'"format_version":9'), *lines[1:]],
-     "newer"),
-    (lambda lines: [lines[0], lines[2], lines[1], *lines[3:]], "does not follow"),
-    (lambda lines: [*lines[:2], b'{"id": "1-0", "type": "x", "data": {"b64": "!!"}}',
-                    *lines[3:]], "invalid base64"),
-    (lambda lines: [*lines[:2], b"[1, 2]", *lines[3:]], "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda lines: lines[:-1], "truncated"),
+        (lambda lines: [b'{"format": "other"}', *lines[1:]], "not a scanstream log export"),
+        (
+            lambda lines: [
+                lines[0].replace(b'"format_version":1', b'"format_version":9'),
+                *lines[1:],
+            ],
+            "newer",
+        ),
+        (lambda lines: [lines[0], lines[2], lines[1], *lines[3:]], "does not follow"),
+        (
+            lambda lines: [
+                *lines[:2],
+                b'{"id": "1-0", "type": "x", "data": {"b64": "!!"}}',
+                *lines[3:],
+            ],
+            "invalid base64",
+        ),
+        (lambda lines: [*lines[:2], b"[1, 2]", *lines[3:]], "not a JSON object"),
+    ],
+)
 def test_a_damaged_export_is_refused_with_its_line(
-        mixed: tuple[Settings, str], mutate: Any, message: str) -> None:
+    mixed: tuple[Settings, str], mutate: Any, message: str
+) -> None:
     """Given an export, when it is truncated, foreign, too new, reordered or malformed, then
     reading it fails with a sentence naming the problem."""
     settings, scan_id = mixed
@@ -312,8 +403,12 @@ def test_a_damaged_export_is_refused_with_its_line(
 
 
 def test_the_cli_imports_as_new_for_a_user(
-        mixed: tuple[Settings, str], second_server: RedisProcess, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    mixed: tuple[Settings, str],
+    second_server: RedisProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Given an exported file, when `replay import FILE --as-new --user carol` runs against a
     second Redis, then it prints the new scan, which replays with the same timeline; a second
     plain import of the same file is refused."""
@@ -349,9 +444,11 @@ def test_projections_of_an_empty_prefix_are_the_empty_view() -> None:
 
 _field_bytes = st.binary(max_size=40) | st.text(max_size=40).map(str.encode)
 _raw_entries = st.lists(
-    st.tuples(st.lists(st.tuples(_field_bytes, _field_bytes), min_size=1, max_size=4),
-              st.booleans()),
-    max_size=8)
+    st.tuples(
+        st.lists(st.tuples(_field_bytes, _field_bytes), min_size=1, max_size=4), st.booleans()
+    ),
+    max_size=8,
+)
 
 
 @hsettings(max_examples=150, deadline=None)

@@ -44,14 +44,17 @@ def test_a_golden_log_folds_to_its_recorded_projections(path: Path) -> None:
 
 @pytest.mark.parametrize("path", LOGS, ids=lambda p: p.stem)
 def test_the_cli_replays_a_golden_log_without_redis(
-        path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a golden log and no Redis configured at all, when `--file FILE --at -1 --json`
     runs, then it prints the recorded projections."""
     monkeypatch.delenv("SCANSTREAM_REDIS_URL", raising=False)
     assert main(["--file", str(path), "--at", "-1", "--json"]) == 0
     body = orjson.loads(capsys.readouterr().out)
-    assert (body["status"], body["results"]) == (recorded(path, "status"),
-                                                 recorded(path, "results"))
+    assert (body["status"], body["results"]) == (
+        recorded(path, "status"),
+        recorded(path, "results"),
+    )
 
 
 def test_old_versions_are_upcast_and_fold_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +67,7 @@ def test_old_versions_are_upcast_and_fold_the_same(monkeypatch: pytest.MonkeyPat
         def up(raw: dict[str, Any]) -> dict[str, Any]:
             calls[type_] += 1
             return raw
+
         return up
 
     monkeypatch.setattr(ev, "SCHEMA_VERSION", 2)
@@ -74,11 +78,17 @@ def test_old_versions_are_upcast_and_fold_the_same(monkeypatch: pytest.MonkeyPat
         log = read_export(path)
         assert all(e.event is not None and e.event.v == 2 for e in log.entries)
         snap = state_at(log.scan_id, log.entries)
-        assert (snap.status, snap.results) == (recorded(path, "status"),
-                                               recorded(path, "results"))
-    assert set(calls) >= {"scan.requested", "strategy.started", "opportunity.found",
-                          "strategy.completed", "strategy.failed", "scan.completed",
-                          "scan.cancel_requested", "scan.cancelled"}
+        assert (snap.status, snap.results) == (recorded(path, "status"), recorded(path, "results"))
+    assert set(calls) >= {
+        "scan.requested",
+        "strategy.started",
+        "opportunity.found",
+        "strategy.completed",
+        "strategy.failed",
+        "scan.completed",
+        "scan.cancel_requested",
+        "scan.cancelled",
+    }
 
 
 def test_an_old_shape_is_upcast_into_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,15 +104,18 @@ def test_an_old_shape_is_upcast_into_the_current_one(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setitem(ev.UPCASTERS, ("opportunity.found", 1), rename)
     requested = ev.stamp(ev.ScanRequested, user_id="u", strategies=["s"])
-    opp = ev.Opportunity(id="opp_1", strategy="s", symbol="X", side="long", score=0.4,
-                         expected_return=0.02)
+    opp = ev.Opportunity(
+        id="opp_1", strategy="s", symbol="X", side="long", score=0.4, expected_return=0.02
+    )
     current = ev.stamp(ev.OpportunityFound, strategy="s", attempt=1, opportunity=opp)
     old = msgspec.to_builtins(current)
     old["v"] = 1
     old["opportunity"]["return"] = old["opportunity"].pop("expected_return")
     started = ev.stamp(ev.StrategyStarted, strategy="s", attempt=1, worker="w")
-    base = [ev.decode("1-0", "scan.requested", ev.encode(requested)),
-            ev.decode("2-0", "strategy.started", ev.encode(started))]
+    base = [
+        ev.decode("1-0", "scan.requested", ev.encode(requested)),
+        ev.decode("2-0", "strategy.started", ev.encode(started)),
+    ]
 
     then = [*base, ev.decode("3-0", "opportunity.found", ev.encode_obj(old))]
     v2 = msgspec.structs.replace(current, v=2)  # the same finding written by version 2

@@ -39,7 +39,8 @@ def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 
 
 def test_the_timeline_lists_every_entry_in_order_with_a_summary(
-        env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a real scan, when its timeline is printed as JSON, then every entry is there in
     stream order, with its type, strategy and attempt, and offsets that never go back."""
     code, body = run_json([env, "--json"], capsys)
@@ -57,13 +58,15 @@ def test_the_timeline_lists_every_entry_in_order_with_a_summary(
 
 
 def test_filters_keep_only_the_chosen_strategies_and_types(
-        env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a real scan, when filtered by strategy and by a type glob, then only matching
     rows remain."""
     code, body = run_json([env, "--strategy", "poison", "--type", "strategy.*", "--json"], capsys)
     assert code == 0 and isinstance(body, dict)
-    assert body["rows"] and all(r["strategy"] == "poison" and r["type"].startswith("strategy.")
-                                for r in body["rows"])
+    assert body["rows"] and all(
+        r["strategy"] == "poison" and r["type"].startswith("strategy.") for r in body["rows"]
+    )
     assert [r["type"] for r in body["rows"]].count("strategy.failed") == 3
 
 
@@ -76,7 +79,8 @@ def test_the_human_timeline_renders_a_table(env: str, capsys: pytest.CaptureFixt
 
 
 def test_a_file_gives_the_same_timeline_and_projections_as_the_live_scan(
-        env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a real scan and its export, when both are replayed, then the timelines, the
     projections at every entry and the steps are identical."""
     export = tmp_path / "scan.jsonl"
@@ -87,21 +91,28 @@ def test_a_file_gives_the_same_timeline_and_projections_as_the_live_scan(
     assert isinstance(live, dict) and isinstance(filed, dict)
     assert live["rows"] == filed["rows"]
     for n in (1, len(live["rows"]) // 2, -1):
-        assert run_json([env, "--at", str(n), "--json"], capsys) == \
-            run_json(["--file", str(export), "--at", str(n), "--json"], capsys)
-    assert run_json([env, "--step", "--json"], capsys) == \
-        run_json(["--file", str(export), "--step", "--json"], capsys)
+        assert run_json([env, "--at", str(n), "--json"], capsys) == run_json(
+            ["--file", str(export), "--at", str(n), "--json"], capsys
+        )
+    assert run_json([env, "--step", "--json"], capsys) == run_json(
+        ["--file", str(export), "--step", "--json"], capsys
+    )
 
 
 def test_at_n_and_at_entry_id_equal_folding_that_prefix_for_every_prefix(
-        env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a real scan of N entries, when --at n (and --at its entry id) is asked for every
     n, then each answer is the API's fold and rendering of exactly the first n entries."""
     log = load_log(env, settings=Settings.from_env())
     for n in range(1, len(log.entries) + 1):
         view = projection.fold_all(env, log.entries[:n])
-        expected = {"scan_id": env, "at": {"count": n, "entry_id": log.entries[n - 1].id},
-                    "status": plain(status_of(view)), "results": plain(results_of(view))}
+        expected = {
+            "scan_id": env,
+            "at": {"count": n, "entry_id": log.entries[n - 1].id},
+            "status": plain(status_of(view)),
+            "results": plain(results_of(view)),
+        }
         assert run_json([env, "--at", str(n), "--json"], capsys) == (0, expected), n
         assert run_json([env, "--at", log.entries[n - 1].id, "--json"], capsys) == (0, expected)
 
@@ -130,8 +141,10 @@ def test_step_shows_what_each_event_changed(mixed: tuple[Settings, str]) -> None
     assert len(walked) == len(log.entries)
     started = next(s for s in walked if s.entry.type == "strategy.started")
     name = started.entry.event.strategy  # type: ignore[union-attr]
-    assert any(c.path == f"strategies[{name}].state" and (c.before, c.after) ==
-               ("pending", "running") for c in started.changes)
+    assert any(
+        c.path == f"strategies[{name}].state" and (c.before, c.after) == ("pending", "running")
+        for c in started.changes
+    )
     found = next(s for s in walked if s.entry.type == "opportunity.found")
     oid = found.entry.event.opportunity.id  # type: ignore[union-attr]
     assert any(c.path == f"opportunities[{oid}]" for c in found.changes)
@@ -141,18 +154,21 @@ def test_step_shows_what_each_event_changed(mixed: tuple[Settings, str]) -> None
 def test_step_honours_at_and_filters(env: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Given a real scan, when --step is limited by --at 10 and a type, then only those steps
     within the first 10 entries are shown, and the human form names each step."""
-    code, body = run_json([env, "--step", "--at", "10", "--type", "strategy.started", "--json"],
-                          capsys)
+    code, body = run_json(
+        [env, "--step", "--at", "10", "--type", "strategy.started", "--json"], capsys
+    )
     assert code == 0 and isinstance(body, dict)
-    assert body["steps"] and all(s["n"] <= 10 and s["type"] == "strategy.started"
-                                 for s in body["steps"])
+    assert body["steps"] and all(
+        s["n"] <= 10 and s["type"] == "strategy.started" for s in body["steps"]
+    )
     assert main([env, "--step", "--at", "3"]) == 0
     out = capsys.readouterr().out
     assert "#1" in out and "#3" in out and "#4" not in out
 
 
 def test_the_human_snapshot_shows_strategies_and_opportunities(
-        env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given a real scan, when --at -1 is printed for a person, then it shows the final
     state, each strategy and the ranked opportunities."""
     assert main([env, "--at", "-1"]) == 0
@@ -160,20 +176,25 @@ def test_the_human_snapshot_shows_strategies_and_opportunities(
     assert "completed" in out and "poison" in out and "poisoned input" in out and "opp_" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--at", "999"], "the log has"),
-    (["--at", "1-1"], "no entry 1-1"),
-    (["--until", "yesterday"], "not a time"),
-])
-def test_bad_positions_are_errors_not_crashes(env: str, capsys: pytest.CaptureFixture[str],
-                                              argv: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--at", "999"], "the log has"),
+        (["--at", "1-1"], "no entry 1-1"),
+        (["--until", "yesterday"], "not a time"),
+    ],
+)
+def test_bad_positions_are_errors_not_crashes(
+    env: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     """Given a real scan, when --at / --until point nowhere, then exit 2 with a sentence."""
     assert main([env, *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_unknown_scans_and_missing_redis_are_clear_errors(
-        env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Given no such scan, or no Redis configured, when replayed, then exit 2 saying why."""
     assert main(["scan_" + "0" * 32]) == 2
     assert "unknown or expired" in capsys.readouterr().err
@@ -185,7 +206,8 @@ def test_unknown_scans_and_missing_redis_are_clear_errors(
 
 
 def test_select_drops_scan_level_rows_when_filtering_by_strategy(
-        mixed: tuple[Settings, str]) -> None:
+    mixed: tuple[Settings, str],
+) -> None:
     """Given a timeline, when filtered by strategy, then scan-level rows are not kept."""
     settings, scan_id = mixed
     rows = timeline(load_log(scan_id, settings=settings).entries)
@@ -193,8 +215,9 @@ def test_select_drops_scan_level_rows_when_filtering_by_strategy(
     assert select(rows) == rows
 
 
-def test_export_to_stdout_reads_back(env: str, tmp_path: Path,
-                                     capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_export_to_stdout_reads_back(
+    env: str, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     """Given a real scan, when exported to '-', then stdout holds the same export a file gets."""
     assert main([env, "--export", "-"]) == 0
     out = capsysbinary.readouterr().out

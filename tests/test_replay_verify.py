@@ -67,22 +67,26 @@ def test_a_real_scan_and_the_golden_logs_verify_clean(mixed: tuple[Settings, str
         assert report.ok and report.findings == [], report.findings
 
 
-def test_a_corrupted_entry_is_reported_with_its_id(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_corrupted_entry_is_reported_with_its_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given an export where one entry's data was damaged, when verified (API and CLI), then
     the entry is named as unreadable and the CLI exits 1."""
     log = golden()
     raw = list(log.raw)
     victim = raw[11]
-    raw[11] = RawEntry(victim.id, ((b"type", victim.get(b"type") or b""),
-                                   (b"data", (victim.get(b"data") or b"")[:-7])))
+    raw[11] = RawEntry(
+        victim.id,
+        ((b"type", victim.get(b"type") or b""), (b"data", (victim.get(b"data") or b"")[:-7])),
+    )
     broken = with_raw(log, raw)
 
     report = verify(broken)
 
     assert not report.ok
-    assert [(f.kind, f.entry_id) for f in report.findings if f.severity == "error"][:1] == \
-        [("unreadable", victim.id)]
+    assert [(f.kind, f.entry_id) for f in report.findings if f.severity == "error"][:1] == [
+        ("unreadable", victim.id)
+    ]
     export_log(broken, tmp_path / "broken.jsonl")
     assert main(["--file", str(tmp_path / "broken.jsonl"), "--verify", "--json"]) == 1
     body = orjson.loads(capsys.readouterr().out)
@@ -99,14 +103,23 @@ def test_each_broken_invariant_is_caught() -> None:
     raw = list(log.raw)
     requested = log.entries[0].event
     assert isinstance(requested, ev.ScanRequested)
-    finder_opp = next(e.event.opportunity for e in log.entries
-                      if isinstance(e.event, ev.OpportunityFound) and e.event.strategy == "finder")
+    finder_opp = next(
+        e.event.opportunity
+        for e in log.entries
+        if isinstance(e.event, ev.OpportunityFound) and e.event.strategy == "finder"
+    )
     late = "9999999999999-"
     cases: dict[str, list[RawEntry]] = {
-        "requested_twice": [*raw, raw_event(late + "0", ev.stamp(
-            ev.ScanRequested, user_id="x", strategies=["finder"]))],
-        "after_terminal": [*raw, raw_event(late + "0", ev.stamp(
-            ev.StrategyProgress, strategy="slow", attempt=1, progress=0.5))],
+        "requested_twice": [
+            *raw,
+            raw_event(late + "0", ev.stamp(ev.ScanRequested, user_id="x", strategies=["finder"])),
+        ],
+        "after_terminal": [
+            *raw,
+            raw_event(
+                late + "0", ev.stamp(ev.StrategyProgress, strategy="slow", attempt=1, progress=0.5)
+            ),
+        ],
         "requested_not_first": raw[1:2] + raw[0:1] + raw[2:],
     }
     terminal_at = len(raw) - 1
@@ -117,26 +130,37 @@ def test_each_broken_invariant_is_caught() -> None:
         extra = [raw_event(f"{ms}-{900 + i}", e) for i, e in enumerate(events)]
         return [*before_end, *extra, raw[terminal_at]]
 
-    cases["attempt_order"] = insert(ev.stamp(ev.StrategyStarted, strategy="poison", attempt=5,
-                                             worker="w"))
-    cases["stale_attempt"] = insert(ev.stamp(ev.StrategyProgress, strategy="poison", attempt=1,
-                                             progress=0.5))
+    cases["attempt_order"] = insert(
+        ev.stamp(ev.StrategyStarted, strategy="poison", attempt=5, worker="w")
+    )
+    cases["stale_attempt"] = insert(
+        ev.stamp(ev.StrategyProgress, strategy="poison", attempt=1, progress=0.5)
+    )
     cases["opportunity_twice"] = insert(
         ev.stamp(ev.StrategyStarted, strategy="noop", attempt=2, worker="w"),
-        ev.stamp(ev.OpportunityFound, strategy="noop", attempt=2, opportunity=finder_opp))
-    cases["after_strategy_end"] = insert(ev.stamp(ev.StrategyProgress, strategy="finder",
-                                                  attempt=1, progress=0.9))
+        ev.stamp(ev.OpportunityFound, strategy="noop", attempt=2, opportunity=finder_opp),
+    )
+    cases["after_strategy_end"] = insert(
+        ev.stamp(ev.StrategyProgress, strategy="finder", attempt=1, progress=0.9)
+    )
     for kind, edited in cases.items():
         found = kinds(with_raw(log, edited))
         assert kind in found, (kind, found)
-    assert "after_strategy_end" in kinds(with_raw(log, insert(
-        ev.stamp(ev.StrategyStarted, strategy="finder", attempt=2, worker="w"))))
+    assert "after_strategy_end" in kinds(
+        with_raw(
+            log, insert(ev.stamp(ev.StrategyStarted, strategy="finder", attempt=2, worker="w"))
+        )
+    )
     terminal = log.entries[-1].event
     assert isinstance(terminal, ev.ScanCompleted)
-    lying = ev.ScanCompleted(event_id=terminal.event_id, ts=terminal.ts, opportunities=99,
-                             strategies_completed=terminal.strategies_completed,
-                             strategies_failed=terminal.strategies_failed,
-                             duration_ms=terminal.duration_ms)
+    lying = ev.ScanCompleted(
+        event_id=terminal.event_id,
+        ts=terminal.ts,
+        opportunities=99,
+        strategies_completed=terminal.strategies_completed,
+        strategies_failed=terminal.strategies_failed,
+        duration_ms=terminal.duration_ms,
+    )
     assert kinds(with_raw(log, [*before_end, raw_event(raw[-1].id, lying)])) == {"terminal_counts"}
     assert kinds(with_raw(log, before_end)) == {"no_terminal"}
 
@@ -164,11 +188,12 @@ def test_a_wrong_projection_is_reported_field_by_field() -> None:
     report = verify(log, status=status, results=results)
 
     assert not report.ok
-    got = {c.name: [(ch.path, ch.before, ch.after) for ch in c.changes]
-           for c in report.comparisons}
+    got = {c.name: [(ch.path, ch.before, ch.after) for ch in c.changes] for c in report.comparisons}
     oid = results["opportunities"][0]["id"]
-    assert got == {"status": [("strategies[poison].state", "completed", "failed")],
-                   "results": [(f"opportunities[{oid}].score", 0.5, 1.0)]}
+    assert got == {
+        "status": [("strategies[poison].state", "completed", "failed")],
+        "results": [(f"opportunities[{oid}].score", 0.5, 1.0)],
+    }
     assert verify(log, status=snap.status, results=snap.results).ok
 
 
@@ -195,12 +220,17 @@ def _fake_api(status: dict[str, Any], results: dict[str, Any], token: str) -> St
             return JSONResponse({"error": "unauthorized", "detail": "no"}, 401)
         return JSONResponse(results)
 
-    return Starlette(routes=[Route("/v1/scans/{scan_id}", get_status),
-                             Route("/v1/scans/{scan_id}/results", get_results)])
+    return Starlette(
+        routes=[
+            Route("/v1/scans/{scan_id}", get_status),
+            Route("/v1/scans/{scan_id}/results", get_results),
+        ]
+    )
 
 
 def test_the_cli_catches_an_api_serving_a_wrong_status(
-        env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Given a real scan and an HTTP API that serves its status with one strategy's attempts
     wrong, when `--verify --api URL --token T` runs, then it exits 1 naming that field; a
     wrong token is an error, not a pass."""
@@ -213,8 +243,10 @@ def test_the_cli_catches_an_api_serving_a_wrong_status(
         assert main([env, "--verify", "--api", url, "--token", "tok", "--json"]) == 1
         body = orjson.loads(capsys.readouterr().out)
         changes = {c["name"]: c["changes"] for c in body["comparisons"]}
-        assert changes == {"status": [{"field": "strategies[flaky].attempts", "before": 1,
-                                       "after": 2}], "results": []}
+        assert changes == {
+            "status": [{"field": "strategies[flaky].attempts", "before": 1, "after": 2}],
+            "results": [],
+        }
         monkeypatch.setenv("SCANSTREAM_API_URL", url)
         monkeypatch.setenv("SCANSTREAM_TOKEN", "tok")
         assert main([env, "--verify"]) == 1
@@ -225,8 +257,12 @@ def test_the_cli_catches_an_api_serving_a_wrong_status(
 
 
 def test_the_cli_agrees_with_the_real_api(
-        mixed: tuple[Settings, str], redis_server: RedisProcess, env: str,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    mixed: tuple[Settings, str],
+    redis_server: RedisProcess,
+    env: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Given real scans (finished; still running) and the real API app serving them, when
     `--verify` compares them, then status and results agree exactly and the exit is 0."""
     from scanstream.api.app import create_app
@@ -238,8 +274,10 @@ def test_the_cli_agrees_with_the_real_api(
         body = orjson.loads(capsys.readouterr().out)
         assert code == 0, body
         assert [c["changes"] for c in body["comparisons"]] == [[], []]
-        assert main([scan_id, "--verify", "--api", url, "--token",
-                     make_token(TEST_SECRET, "mallory")]) == 2
+        assert (
+            main([scan_id, "--verify", "--api", url, "--token", make_token(TEST_SECRET, "mallory")])
+            == 2
+        )
         assert "does not know" in capsys.readouterr().err
     running_settings, running = shared_scan(redis_server.url, "unfinished")
     monkeypatch.setenv("SCANSTREAM_PREFIX", running_settings.prefix)
@@ -248,8 +286,9 @@ def test_the_cli_agrees_with_the_real_api(
         assert "exactly the fold" in capsys.readouterr().out
 
 
-def test_verify_without_an_api_checks_the_log_only(env: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_without_an_api_checks_the_log_only(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Given no API configured, when --verify runs, then the invariants are checked and the
     output says the API comparison was skipped."""
     assert main([env, "--verify"]) == 0

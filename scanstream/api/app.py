@@ -73,9 +73,13 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
     secret, url = _check(settings)
     strategies = _load_strategies(settings)
     validate_params = _params_validator()
-    strategies_json = msgspec.json.encode(StrategyList(strategies=[
-        StrategyInfo(name=s.name, description=s.description) for s in strategies.values()
-    ]))
+    strategies_json = msgspec.json.encode(
+        StrategyList(
+            strategies=[
+                StrategyInfo(name=s.name, description=s.description) for s in strategies.values()
+            ]
+        )
+    )
     metrics = ApiMetrics()
     live = Fanout(settings, Keys(settings.prefix))  # SSE: one tail reader per process
     metrics.registry.register(FanoutCollector(live))
@@ -89,14 +93,27 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         cache = ProjectionCache(store)
         index = ScanIndex(redis, keys, ttl_s=int(settings.retention_s + settings.scan_deadline_s))
         service = ScanService(
-            store=store, cache=cache, index=index, keys=keys, strategies=list(strategies),
-            validate_params=validate_params, blocking=blocking, blocking_readers=BLOCKING_READERS,
+            store=store,
+            cache=cache,
+            index=index,
+            keys=keys,
+            strategies=list(strategies),
+            validate_params=validate_params,
+            blocking=blocking,
+            blocking_readers=BLOCKING_READERS,
         )
         await service.prepare()  # tolerates a Redis that is down: retried on first create
         metrics.cache = cache
         ctx = ApiContext(
-            settings=settings, secret=secret, metrics=metrics, store=store, cache=cache,
-            service=service, redis=redis, blocking=blocking, strategies_json=strategies_json,
+            settings=settings,
+            secret=secret,
+            metrics=metrics,
+            store=store,
+            cache=cache,
+            service=service,
+            redis=redis,
+            blocking=blocking,
+            strategies_json=strategies_json,
         )
         await live.start(redis_conn.client(url, max_connections=1), redis)
         try:
@@ -108,8 +125,14 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
 
     app = Starlette(
         # Scan routes first: starlette tries routes in order, and status is the hot path.
-        routes=[*routes_scans.ROUTES, *routes_events.ROUTES, *routes_ops.ROUTES, *extra_routes,
-                *routes_scans.CATCH_ALL, *routes_web.ROUTES],
+        routes=[
+            *routes_scans.ROUTES,
+            *routes_events.ROUTES,
+            *routes_ops.ROUTES,
+            *extra_routes,
+            *routes_scans.CATCH_ALL,
+            *routes_web.ROUTES,
+        ],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -17,8 +17,10 @@ from scanstream.render import ScanStatus
 class CreateScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`POST /v1/scans`. No `strategies` (or null): every available strategy."""
 
-    strategies: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]],
-                          msgspec.Meta(max_length=1000)] | None = None
+    strategies: (
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=1000)]
+        | None
+    ) = None
     params: dict[str, Any] | None = None
 
 

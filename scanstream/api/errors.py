@@ -78,9 +78,7 @@ def _store_unavailable(request: Request, detail: str) -> Response:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.store_errors.inc()
-    return error_response(
-        503, "store_unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)}
-    )
+    return error_response(503, "store_unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:

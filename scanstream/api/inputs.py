@@ -19,8 +19,12 @@ NO_STORE = {"Cache-Control": "no-store"}
 def json_response(
     body: bytes, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})},
-                    media_type="application/json")
+    return Response(
+        body,
+        status_code=status,
+        headers={**NO_STORE, **(headers or {})},
+        media_type="application/json",
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -60,8 +64,9 @@ def wait_param(request: Request, name: str, hi: float) -> float | None:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and 0 < value <= hi):
-        raise InvalidRequest(f"{name}: must be a number of seconds above 0, at most {hi:g}",
-                             field=name)
+        raise InvalidRequest(
+            f"{name}: must be a number of seconds above 0, at most {hi:g}", field=name
+        )
     return value
 
 

@@ -34,19 +34,23 @@ class _CacheCollector(Collector):
             return
         stats = cache.stats
         yield CounterMetricFamily(
-            "scanstream_projection_cache_hits", "Status reads that folded only new entries.",
+            "scanstream_projection_cache_hits",
+            "Status reads that folded only new entries.",
             value=stats.hits,
         )
         yield CounterMetricFamily(
-            "scanstream_projection_cache_misses", "Status reads that folded the whole log.",
+            "scanstream_projection_cache_misses",
+            "Status reads that folded the whole log.",
             value=stats.misses,
         )
         yield CounterMetricFamily(
-            "scanstream_projection_cache_dropped", "Cached views dropped: their stream was gone.",
+            "scanstream_projection_cache_dropped",
+            "Cached views dropped: their stream was gone.",
             value=stats.dropped,
         )
         yield GaugeMetricFamily(
-            "scanstream_projection_cache_size", "Scans held in the projection cache.",
+            "scanstream_projection_cache_size",
+            "Scans held in the projection cache.",
             value=len(cache),
         )
 
@@ -56,18 +60,24 @@ class ApiMetrics:
         self.registry = CollectorRegistry()
         self.cache: ProjectionCache | None = None  # set once the lifespan has built it
         self.requests = Counter(
-            "scanstream_http_requests", "HTTP requests answered.",
-            ["method", "route", "status"], registry=self.registry,
+            "scanstream_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "scanstream_http_request_duration_seconds", "Time to answer an HTTP request.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "scanstream_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.scans_created = Counter(
             "scanstream_scans_created", "Scans created.", registry=self.registry
         )
         self.store_errors = Counter(
-            "scanstream_store_errors", "Requests answered 503 because Redis was unreachable.",
+            "scanstream_store_errors",
+            "Requests answered 503 because Redis was unreachable.",
             registry=self.registry,
         )
         self.registry.register(_CacheCollector(self))

@@ -22,8 +22,10 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _json(name: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description,
-                           "content": {"application/json": {"schema": _ref(name)}}}
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(name)}},
+    }
     if headers:
         out["headers"] = headers
     return out
@@ -32,10 +34,16 @@ def _json(name: str, description: str, headers: dict[str, Any] | None = None) ->
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
 ERRORS: dict[str, dict[str, Any]] = {
     "400": _json("ErrorBody", "`invalid_request`: the body is not JSON."),
-    "401": _json("ErrorBody", "`unauthorized`: missing or invalid bearer token.",
-                 {"WWW-Authenticate": {"schema": {"type": "string"}}}),
-    "404": _json("ErrorBody", "`not_found`: unknown, malformed, expired or another user's "
-                 "scan: the same answer for each."),
+    "401": _json(
+        "ErrorBody",
+        "`unauthorized`: missing or invalid bearer token.",
+        {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    "404": _json(
+        "ErrorBody",
+        "`not_found`: unknown, malformed, expired or another user's "
+        "scan: the same answer for each.",
+    ),
     "409": _json("ErrorBody", "`conflict`: the scan has already ended."),
     "413": _json("ErrorBody", "`payload_too_large`: the body is over 64 KiB."),
     "422": _json("ErrorBody", "`invalid_request`: the detail names the offending field."),
@@ -48,16 +56,25 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
 
 
 def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
     return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
 
 
-SCAN_ID = {"name": "scan_id", "in": "path", "required": True,
-           "schema": {"type": "string", "pattern": r"^scan_[0-9a-f]{32}$"}}
+SCAN_ID = {
+    "name": "scan_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^scan_[0-9a-f]{32}$"},
+}
 STREAM_ID = {"type": "string", "pattern": r"^\d+-\d+$"}
 
 
@@ -67,15 +84,27 @@ def _paths() -> dict[str, Any]:
         "/v1/scans": {
             "post": {
                 "summary": "Start a scan",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "description": "The same key from the same user gives "
-                                               "the same scan."}],
-                "requestBody": {"required": False,
-                                "content": {"application/json": {"schema": _ref("CreateScan")}}},
-                "responses": {"202": _json("ScanStatus", "Accepted: the new scan's status.",
-                                           {"Location": {"schema": {"type": "string"}}}),
-                              **_errors("400", "401", "413", "422", "503")},
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": "The same key from the same user gives the same scan.",
+                    }
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("CreateScan")}},
+                },
+                "responses": {
+                    "202": _json(
+                        "ScanStatus",
+                        "Accepted: the new scan's status.",
+                        {"Location": {"schema": {"type": "string"}}},
+                    ),
+                    **_errors("400", "401", "413", "422", "503"),
+                },
             },
             "get": {
                 "summary": "The caller's scans, newest first",
@@ -83,98 +112,218 @@ def _paths() -> dict[str, Any]:
                     _query("limit", _int(1, 100, 20), "Page size."),
                     _query("cursor", {"type": "string"}, "The `next` of the previous page."),
                 ],
-                "responses": {"200": _json("ScanList", "A page of statuses."),
-                              **_errors("401", "422", "503")},
+                "responses": {
+                    "200": _json("ScanList", "A page of statuses."),
+                    **_errors("401", "422", "503"),
+                },
             },
         },
-        "/v1/scans/{scan_id}": {"get": {
-            "summary": "A scan's status", "parameters": [SCAN_ID],
-            "responses": {**status_ok, **_errors("401", "404", "503")}}},
-        "/v1/scans/{scan_id}/results": {"get": {
-            "summary": "A scan's opportunities, best score first (partial while it runs)",
-            "parameters": [SCAN_ID, _query(
-                "wait", {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
-                "Hold the answer until the scan ends or this many seconds pass.")],
-            "responses": {"200": _json("ScanResults", "The results so far."),
-                          **_errors("401", "404", "422", "503")}}},
-        "/v1/scans/{scan_id}/events": {"get": {
-            "summary": "Server-Sent Events: the log replayed, then followed live",
-            "description": "Each message is `id: <entry id>`, `event: <type>`, `data: <SseData>`. "
-                           "Replays from the start, or after `Last-Event-ID` / `?after=` (the "
-                           "header wins; `0-0` is the start; any other id must be an entry of "
-                           "this scan's stream); ends after the terminal scan event; a comment "
-                           "at least every 15 s. A client too slow to keep up is disconnected "
-                           "and resumes with `Last-Event-ID`.",
-            "parameters": [
-                SCAN_ID,
-                {"name": "Last-Event-ID", "in": "header", "required": False, "schema": STREAM_ID},
-                _query("after", STREAM_ID, "Resume after this entry id."),
-                _query("access_token", {"type": "string"}, "The bearer token, for EventSource."),
-            ],
-            "security": [{"bearer": []}, {"accessToken": []}],
-            "responses": {"200": {"description": "An event stream.", "content": {
-                "text/event-stream": {"schema": {"type": "string"},
-                                      "x-message-data": _ref("SseData")}}},
-                "204": {"description": "Resumed after the terminal event: nothing more will "
-                                       "come (EventSource stops reconnecting)."},
-                "400": _json("ErrorBody", "`invalid_request`: the resume id is malformed or "
-                             "not an entry of this scan's stream."),
-                "429": _json("ErrorBody", "`rate_limited`: too many event streams for this "
-                             "user or this server.", _RETRY_AFTER),
-                **_errors("401", "404", "503")}}},
-        "/v1/scans/{scan_id}/log": {"get": {
-            "summary": "The raw log, paged",
-            "parameters": [SCAN_ID,
-                           _query("after", STREAM_ID, "Entries after this id."),
-                           _query("limit", _int(1, 1000, 100), "Page size.")],
-            "responses": {"200": _json("LogPage", "Entries in stream order; `next` is "
-                                                  "set while more follow."),
-                          **_errors("401", "404", "422", "503")}}},
-        "/v1/scans/{scan_id}/cancel": {"post": {
-            "summary": "Cancel a scan", "parameters": [SCAN_ID],
-            "responses": {"202": _json("ScanStatus", "Cancelled: the scan's status."),
-                          **_errors("401", "404", "409", "503")}}},
-        "/v1/strategies": {"get": {
-            "summary": "Every available strategy",
-            "responses": {"200": _json("StrategyList", "Name and description of each."),
-                          **_errors("401")}}},
-        "/healthz": {"get": {"summary": "Liveness", "security": [],
-                             "responses": {"200": _json("Health", "The process is up.")}}},
-        "/readyz": {"get": {"summary": "Readiness: Redis answers", "security": [],
-                            "responses": {"200": _json("Health", "Ready."), **_errors("503")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
-            "200": {"description": "Prometheus text format 0.0.4.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
-            "200": {"description": "OpenAPI 3.1.",
-                    "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-        "/": {"get": {"summary": "The dashboard page", "security": [], "responses": {
-            "200": {"description": "HTML.",
-                    "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/v1/scans/{scan_id}": {
+            "get": {
+                "summary": "A scan's status",
+                "parameters": [SCAN_ID],
+                "responses": {**status_ok, **_errors("401", "404", "503")},
+            }
+        },
+        "/v1/scans/{scan_id}/results": {
+            "get": {
+                "summary": "A scan's opportunities, best score first (partial while it runs)",
+                "parameters": [
+                    SCAN_ID,
+                    _query(
+                        "wait",
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                        "Hold the answer until the scan ends or this many seconds pass.",
+                    ),
+                ],
+                "responses": {
+                    "200": _json("ScanResults", "The results so far."),
+                    **_errors("401", "404", "422", "503"),
+                },
+            }
+        },
+        "/v1/scans/{scan_id}/events": {
+            "get": {
+                "summary": "Server-Sent Events: the log replayed, then followed live",
+                "description": "Each message is `id: <entry id>`, `event: <type>`, "
+                "`data: <SseData>`. Replays from the start, or after `Last-Event-ID` / "
+                "`?after=` (the header wins; `0-0` is the start; any other id must be an entry of "
+                "this scan's stream); ends after the terminal scan event; a comment "
+                "at least every 15 s. A client too slow to keep up is disconnected "
+                "and resumes with `Last-Event-ID`.",
+                "parameters": [
+                    SCAN_ID,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": STREAM_ID,
+                    },
+                    _query("after", STREAM_ID, "Resume after this entry id."),
+                    _query(
+                        "access_token", {"type": "string"}, "The bearer token, for EventSource."
+                    ),
+                ],
+                "security": [{"bearer": []}, {"accessToken": []}],
+                "responses": {
+                    "200": {
+                        "description": "An event stream.",
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {"type": "string"},
+                                "x-message-data": _ref("SseData"),
+                            }
+                        },
+                    },
+                    "204": {
+                        "description": "Resumed after the terminal event: nothing more will "
+                        "come (EventSource stops reconnecting)."
+                    },
+                    "400": _json(
+                        "ErrorBody",
+                        "`invalid_request`: the resume id is malformed or "
+                        "not an entry of this scan's stream.",
+                    ),
+                    "429": _json(
+                        "ErrorBody",
+                        "`rate_limited`: too many event streams for this user or this server.",
+                        _RETRY_AFTER,
+                    ),
+                    **_errors("401", "404", "503"),
+                },
+            }
+        },
+        "/v1/scans/{scan_id}/log": {
+            "get": {
+                "summary": "The raw log, paged",
+                "parameters": [
+                    SCAN_ID,
+                    _query("after", STREAM_ID, "Entries after this id."),
+                    _query("limit", _int(1, 1000, 100), "Page size."),
+                ],
+                "responses": {
+                    "200": _json(
+                        "LogPage", "Entries in stream order; `next` is set while more follow."
+                    ),
+                    **_errors("401", "404", "422", "503"),
+                },
+            }
+        },
+        "/v1/scans/{scan_id}/cancel": {
+            "post": {
+                "summary": "Cancel a scan",
+                "parameters": [SCAN_ID],
+                "responses": {
+                    "202": _json("ScanStatus", "Cancelled: the scan's status."),
+                    **_errors("401", "404", "409", "503"),
+                },
+            }
+        },
+        "/v1/strategies": {
+            "get": {
+                "summary": "Every available strategy",
+                "responses": {
+                    "200": _json("StrategyList", "Name and description of each."),
+                    **_errors("401"),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": _json("Health", "The process is up.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: Redis answers",
+                "security": [],
+                "responses": {"200": _json("Health", "Ready."), **_errors("503")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The dashboard page",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "HTML.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     }
 
 
 def build() -> dict[str, Any]:
-    types: list[Any] = [ScanStatus, ScanResults, ScanList, LogPage, LogEvent, StrategyList,
-                        CreateScan, ErrorBody, Health, *EVENT_CLASSES]
+    types: list[Any] = [
+        ScanStatus,
+        ScanResults,
+        ScanList,
+        LogPage,
+        LogEvent,
+        StrategyList,
+        CreateScan,
+        ErrorBody,
+        Health,
+        *EVENT_CLASSES,
+    ]
     _, schemas = msgspec.json.schema_components(types, ref_template=REF)
     schemas["ScanStatus"]["properties"]["state"]["enum"] = list(get_args(ScanState))
     schemas["StrategyStatus"]["properties"]["state"]["enum"] = list(get_args(StrategyState))
     schemas["SseData"] = {
         "description": "An event's data with `id`, `type` and `scan_id` added; `type` tells "
-                       "which event schema the rest follows. An unreadable entry carries its "
-                       "raw `data` as a string and a `problem`.",
-        "allOf": [_ref("LogEvent"),
-                  {"anyOf": [_ref(cls.__name__) for cls in EVENT_CLASSES] + [{
-                      "type": "object", "required": ["data", "problem"],
-                      "properties": {"data": {"type": "string"}, "problem": {"type": "string"}}}]}],
+        "which event schema the rest follows. An unreadable entry carries its "
+        "raw `data` as a string and a `problem`.",
+        "allOf": [
+            _ref("LogEvent"),
+            {
+                "anyOf": [_ref(cls.__name__) for cls in EVENT_CLASSES]
+                + [
+                    {
+                        "type": "object",
+                        "required": ["data", "problem"],
+                        "properties": {"data": {"type": "string"}, "problem": {"type": "string"}},
+                    }
+                ]
+            },
+        ],
     }
     schemas["LogPage"]["properties"]["events"]["items"] = _ref("SseData")
     return {
         "openapi": "3.1.0",
-        "info": {"title": "scanstream", "version": "1",
-                 "description": "Long-running strategy scans; status and results are folds "
-                                "over one Redis Stream per scan."},
+        "info": {
+            "title": "scanstream",
+            "version": "1",
+            "description": "Long-running strategy scans; status and results are folds "
+            "over one Redis Stream per scan.",
+        },
         "security": [{"bearer": []}],
         "paths": _paths(),
         "components": {

@@ -53,8 +53,9 @@ async def create_scan(request: Request) -> Response:
     if outcome.created:
         ctx.metrics.scans_created.inc()
     scan_id = outcome.view.scan_id
-    return json_response(ctx.cache.render(outcome.view, "status"), 202,
-                         {"Location": f"/v1/scans/{scan_id}"})
+    return json_response(
+        ctx.cache.render(outcome.view, "status"), 202, {"Location": f"/v1/scans/{scan_id}"}
+    )
 
 
 async def list_scans(request: Request) -> Response:

@@ -57,8 +57,9 @@ def _keyed(items: Sequence[Any]) -> dict[str, Any] | None:
     return None if key is None else {i[key]: i for i in items}
 
 
-def changes(before: Any, after: Any, path: str = "", *, skip: frozenset[str] = frozenset()
-            ) -> list[Change]:
+def changes(
+    before: Any, after: Any, path: str = "", *, skip: frozenset[str] = frozenset()
+) -> list[Change]:
     """Every leaf that differs between `before` and `after`, in a stable order."""
     out: list[Change] = []
     _walk(before, after, path, skip, out)
@@ -87,12 +88,24 @@ def _walk(before: Any, after: Any, path: str, skip: frozenset[str], out: list[Ch
 
 def _same_number(a: Any, b: Any) -> bool:
     numbers = (int, float)
-    return (isinstance(a, numbers) and isinstance(b, numbers)
-            and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+    return (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+        and a == b
+    )
 
 
-def _walk_mapping(before: Mapping[str, Any], after: Mapping[str, Any], path: str,
-                  skip: frozenset[str], out: list[Change], *, bracket: bool) -> None:
+def _walk_mapping(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    path: str,
+    skip: frozenset[str],
+    out: list[Change],
+    *,
+    bracket: bool,
+) -> None:
     keys = list(before) + [k for k in after if k not in before]
     for key in keys:
         if not path and key in skip:

@@ -52,39 +52,66 @@ ERROR = 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="scanstream replay", description="Debug a scan from its log, live or exported.",
+        prog="scanstream replay",
+        description="Debug a scan from its log, live or exported.",
         epilog="Also: `scanstream replay import FILE [--as-new] [--user USER]` and "
-               "`scanstream replay diff A B`. Redis: SCANSTREAM_REDIS_URL, SCANSTREAM_PREFIX.")
+        "`scanstream replay diff A B`. Redis: SCANSTREAM_REDIS_URL, SCANSTREAM_PREFIX.",
+    )
     p.add_argument("scan_id", nargs="?", metavar="SCAN_ID", help="the scan (omit with --file)")
     p.add_argument("--file", metavar="FILE", help="read an exported log instead of Redis")
-    p.add_argument("--strategy", action="append", default=[], metavar="S",
-                   help="only events of this strategy (repeatable)")
-    p.add_argument("--type", action="append", default=[], metavar="T",
-                   help="only events of this type; globs like 'strategy.*' (repeatable)")
+    p.add_argument(
+        "--strategy",
+        action="append",
+        default=[],
+        metavar="S",
+        help="only events of this strategy (repeatable)",
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="T",
+        help="only events of this type; globs like 'strategy.*' (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="JSON for machines")
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--at", metavar="ENTRY_ID|N",
-                      help="status and results as they were after this entry (N: the Nth, "
-                           "1-based; -1: the last)")
-    when.add_argument("--until", metavar="TIME",
-                      help="status and results as of this time (RFC 3339, or ms since the epoch)")
+    when.add_argument(
+        "--at",
+        metavar="ENTRY_ID|N",
+        help="status and results as they were after this entry (N: the Nth, 1-based; -1: the last)",
+    )
+    when.add_argument(
+        "--until",
+        metavar="TIME",
+        help="status and results as of this time (RFC 3339, or ms since the epoch)",
+    )
     action = p.add_mutually_exclusive_group()
-    action.add_argument("--step", action="store_true",
-                        help="walk event by event, showing what each one changed")
-    action.add_argument("--export", metavar="FILE",
-                        help="write the log as JSON Lines ('-': stdout)")
-    action.add_argument("--verify", action="store_true",
-                        help="check the log's invariants and compare with what the API serves")
-    action.add_argument("--rerun", metavar="STRATEGY",
-                        help="run STRATEGY locally on the recorded params and compare findings")
+    action.add_argument(
+        "--step", action="store_true", help="walk event by event, showing what each one changed"
+    )
+    action.add_argument(
+        "--export", metavar="FILE", help="write the log as JSON Lines ('-': stdout)"
+    )
+    action.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the log's invariants and compare with what the API serves",
+    )
+    action.add_argument(
+        "--rerun",
+        metavar="STRATEGY",
+        help="run STRATEGY locally on the recorded params and compare findings",
+    )
     p.add_argument("--api", metavar="URL", help="for --verify (default: $SCANSTREAM_API_URL)")
     p.add_argument("--token", metavar="T", help="for --verify (default: $SCANSTREAM_TOKEN)")
     return p
 
 
 def _import_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scanstream replay import",
-                                description="Write an exported log into the configured Redis.")
+    p = argparse.ArgumentParser(
+        prog="scanstream replay import",
+        description="Write an exported log into the configured Redis.",
+    )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--as-new", action="store_true", help="under a new scan id")
     p.add_argument("--user", metavar="USER", help="owned by USER (rewrites user_id)")
@@ -93,8 +120,9 @@ def _import_parser() -> argparse.ArgumentParser:
 
 
 def _diff_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scanstream replay diff",
-                                description="Compare two scans (scan ids or exported files).")
+    p = argparse.ArgumentParser(
+        prog="scanstream replay diff", description="Compare two scans (scan ids or exported files)."
+    )
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--json", action="store_true")
@@ -160,8 +188,14 @@ def _replay(args: argparse.Namespace) -> int:
 def _timeline(log: Log, args: argparse.Namespace) -> int:
     rows = select(timeline(log.entries), strategies=args.strategy, types=args.type)
     if args.json:
-        _out({"scan_id": log.scan_id, "origin": log.origin, "entries": len(log.entries),
-              "rows": [r.to_json() for r in rows]})
+        _out(
+            {
+                "scan_id": log.scan_id,
+                "origin": log.origin,
+                "entries": len(log.entries),
+                "rows": [r.to_json() for r in rows],
+            }
+        )
         return 0
     out = show.console()
     out.print(show.header(log))
@@ -174,8 +208,14 @@ def _timeline(log: Log, args: argparse.Namespace) -> int:
 def _at(log: Log, args: argparse.Namespace) -> int:
     snap = state_at(log.scan_id, log.entries, at=args.at, until=args.until)
     if args.json:
-        _out({"scan_id": log.scan_id, "at": {"count": snap.count, "entry_id": snap.entry_id},
-              "status": snap.status, "results": snap.results})
+        _out(
+            {
+                "scan_id": log.scan_id,
+                "at": {"count": snap.count, "entry_id": snap.entry_id},
+                "status": snap.status,
+                "results": snap.results,
+            }
+        )
         return 0
     out = show.console()
     out.print(show.header(log))
@@ -185,14 +225,28 @@ def _at(log: Log, args: argparse.Namespace) -> int:
 
 def _steps(log: Log, args: argparse.Namespace) -> int:
     count = prefix_length(log.entries, at=args.at, until=args.until)
-    keep = {r.n for r in select(timeline(log.entries[:count]), strategies=args.strategy,
-                                types=args.type)}
+    keep = {
+        r.n
+        for r in select(timeline(log.entries[:count]), strategies=args.strategy, types=args.type)
+    }
     walked = [s for s in steps(log.scan_id, log.entries, count=count) if s.n in keep]
     if args.json:
-        _out({"scan_id": log.scan_id, "steps": [
-            {"n": s.n, "entry_id": s.entry.id, "type": s.entry.type,
-             "strategy": getattr(s.entry.event, "strategy", None), "problem": s.entry.problem,
-             "changes": [c.to_json() for c in s.changes]} for s in walked]})
+        _out(
+            {
+                "scan_id": log.scan_id,
+                "steps": [
+                    {
+                        "n": s.n,
+                        "entry_id": s.entry.id,
+                        "type": s.entry.type,
+                        "strategy": getattr(s.entry.event, "strategy", None),
+                        "problem": s.entry.problem,
+                        "changes": [c.to_json() for c in s.changes],
+                    }
+                    for s in walked
+                ],
+            }
+        )
         return 0
     out = show.console()
     out.print(show.header(log))
@@ -233,8 +287,12 @@ def _verify(log: Log, args: argparse.Namespace) -> int:
 
 def _newer(served: Any, log: Log) -> bool:
     last = served.get("last_event_id") if isinstance(served, dict) else None
-    return (isinstance(last, str) and is_entry_id(last) and bool(log.raw)
-            and entry_key(last) > entry_key(log.raw[-1].id))
+    return (
+        isinstance(last, str)
+        and is_entry_id(last)
+        and bool(log.raw)
+        and entry_key(last) > entry_key(log.raw[-1].id)
+    )
 
 
 def _rerun(log: Log, strategy: str, as_json: bool) -> int:
@@ -254,16 +312,29 @@ def _import(args: argparse.Namespace) -> int:
     async def go() -> Any:
         redis = client(url, max_connections=2)
         try:
-            return await import_log(redis, Keys(settings.prefix), log, as_new=args.as_new,
-                                    user=args.user, retention_s=settings.retention_s)
+            return await import_log(
+                redis,
+                Keys(settings.prefix),
+                log,
+                as_new=args.as_new,
+                user=args.user,
+                retention_s=settings.retention_s,
+            )
         finally:
             await redis.aclose()
 
     imported = anyio.run(go)
     if args.json:
-        _out({"scan_id": imported.scan_id, "entries": imported.entries,
-              "user_id": imported.user_id, "listed": imported.listed, "ttl_s": imported.ttl_s,
-              "prefix": settings.prefix})
+        _out(
+            {
+                "scan_id": imported.scan_id,
+                "entries": imported.entries,
+                "user_id": imported.user_id,
+                "listed": imported.listed,
+                "ttl_s": imported.ttl_s,
+                "prefix": settings.prefix,
+            }
+        )
     else:
         show.console().print(show.import_view(imported, url, settings.prefix))
     return 0

@@ -41,9 +41,14 @@ class OpportunityDiff:
         return not (self.added or self.removed or self.changed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"same": self.same, "added": plain(self.added), "removed": plain(self.removed),
-                "changed": [{"id": oid, "changes": [c.to_json() for c in cs]}
-                            for oid, cs in self.changed]}
+        return {
+            "same": self.same,
+            "added": plain(self.added),
+            "removed": plain(self.removed),
+            "changed": [
+                {"id": oid, "changes": [c.to_json() for c in cs]} for oid, cs in self.changed
+            ],
+        }
 
 
 @dataclass
@@ -62,11 +67,23 @@ class StrategyDiff:
 
     def to_json(self) -> dict[str, Any]:
         def facts(f: StrategyFacts | None) -> dict[str, Any] | None:
-            return None if f is None else {"state": f.state, "attempts": f.attempts,
-                                           "duration_ms": f.duration_ms,
-                                           "opportunities": len(f.opportunities)}
-        return {"name": self.name, "a": facts(self.a), "b": facts(self.b),
-                "opportunities": self.opportunities.to_json()}
+            return (
+                None
+                if f is None
+                else {
+                    "state": f.state,
+                    "attempts": f.attempts,
+                    "duration_ms": f.duration_ms,
+                    "opportunities": len(f.opportunities),
+                }
+            )
+
+        return {
+            "name": self.name,
+            "a": facts(self.a),
+            "b": facts(self.b),
+            "opportunities": self.opportunities.to_json(),
+        }
 
 
 @dataclass
@@ -82,10 +99,14 @@ class ScanDiff:
         return not self.scan and all(s.empty for s in self.strategies)
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "same": self.empty,
-                "duration_ms": {"a": self.duration_ms[0], "b": self.duration_ms[1]},
-                "scan": [c.to_json() for c in self.scan],
-                "strategies": [s.to_json() for s in self.strategies]}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "same": self.empty,
+            "duration_ms": {"a": self.duration_ms[0], "b": self.duration_ms[1]},
+            "scan": [c.to_json() for c in self.scan],
+            "strategies": [s.to_json() for s in self.strategies],
+        }
 
 
 def durations(entries: Sequence[LogEntry]) -> dict[str, int]:
@@ -109,15 +130,17 @@ def strategy_facts(view: ScanView, entries: Sequence[LogEntry]) -> dict[str, Str
     took = durations(entries)
     return {
         name: StrategyFacts(
-            name=name, state=s.state, attempts=s.attempts, duration_ms=took.get(name),
+            name=name,
+            state=s.state,
+            attempts=s.attempts,
+            duration_ms=took.get(name),
             opportunities={o.id: o for o in view.opportunities.values() if o.strategy == name},
         )
         for name, s in view.strategies.items()
     }
 
 
-def compare_opportunities(a: dict[str, Opportunity], b: dict[str, Opportunity]
-                          ) -> OpportunityDiff:
+def compare_opportunities(a: dict[str, Opportunity], b: dict[str, Opportunity]) -> OpportunityDiff:
     out = OpportunityDiff()
     for oid, mine in a.items():
         theirs = b.get(oid)
@@ -157,8 +180,8 @@ def diff(a: Log, b: Log) -> ScanDiff:
     per = []
     for name in names:
         sa, sb = fa.get(name), fb.get(name)
-        opps = compare_opportunities(sa.opportunities if sa else {},
-                                     sb.opportunities if sb else {})
+        opps = compare_opportunities(sa.opportunities if sa else {}, sb.opportunities if sb else {})
         per.append(StrategyDiff(name, sa, sb, opps))
-    return ScanDiff(a.scan_id, b.scan_id, scan, per,
-                    (summary_a["duration_ms"], summary_b["duration_ms"]))
+    return ScanDiff(
+        a.scan_id, b.scan_id, scan, per, (summary_a["duration_ms"], summary_b["duration_ms"])
+    )

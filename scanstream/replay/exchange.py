@@ -46,7 +46,7 @@ def decode_bytes(value: Any, where: str) -> bytes:
             return base64.b64decode(value["b64"], validate=True)
         except binascii.Error as exc:
             raise ReplayError(f"{where}: invalid base64: {exc}") from None
-    raise ReplayError(f"{where}: expected a string or {{\"b64\": ...}}, got {value!r:.80}")
+    raise ReplayError(f'{where}: expected a string or {{"b64": ...}}, got {value!r:.80}')
 
 
 def header_of(log: Log, exported_at: str | None = None) -> dict[str, Any]:
@@ -101,15 +101,20 @@ def _raw_entry(line: dict[str, Any], where: str) -> RawEntry:
         raise ReplayError(f"{where}: missing or invalid entry id")
     if "fields" in line:
         pairs = line["fields"]
-        if not isinstance(pairs, list) or not pairs or not all(
-                isinstance(p, list) and len(p) == 2 for p in pairs):
+        if (
+            not isinstance(pairs, list)
+            or not pairs
+            or not all(isinstance(p, list) and len(p) == 2 for p in pairs)
+        ):
             raise ReplayError(f"{where}: fields must be a non-empty list of [name, value] pairs")
         fields = tuple((decode_bytes(k, where), decode_bytes(v, where)) for k, v in pairs)
     else:
         if "type" not in line or "data" not in line:
             raise ReplayError(f"{where}: an entry needs type and data (or fields)")
-        fields = ((b"type", decode_bytes(line["type"], where)),
-                  (b"data", decode_bytes(line["data"], where)))
+        fields = (
+            (b"type", decode_bytes(line["type"], where)),
+            (b"data", decode_bytes(line["data"], where)),
+        )
     return RawEntry(entry_id, fields)
 
 
@@ -125,8 +130,9 @@ def parse_export(lines: Iterable[bytes], origin: str) -> Log:
         raise ReplayError(f"{origin}: not a scanstream log export (format != {FORMAT!r})")
     version = header.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ReplayError(f"{origin}: format_version {version!r} is newer than this tool "
-                          f"reads ({FORMAT_VERSION})")
+        raise ReplayError(
+            f"{origin}: format_version {version!r} is newer than this tool reads ({FORMAT_VERSION})"
+        )
     scan_id = header.get("scan_id")
     if not isinstance(scan_id, str):
         raise ReplayError(f"{origin}: the header has no scan_id")
@@ -146,11 +152,18 @@ def parse_export(lines: Iterable[bytes], origin: str) -> Log:
             raise ReplayError(f"{where}: entry id {entry.id} does not follow {raw[-1].id}")
         raw.append(entry)
     if header.get("entries") != len(raw):
-        raise ReplayError(f"{origin}: the header says {header.get('entries')} entries, "
-                          f"the file holds {len(raw)} (truncated?)")
+        raise ReplayError(
+            f"{origin}: the header says {header.get('entries')} entries, "
+            f"the file holds {len(raw)} (truncated?)"
+        )
     prefix = header.get("prefix")
-    return Log(scan_id=scan_id, raw=raw, origin=origin,
-               prefix=prefix if isinstance(prefix, str) else None, header=header)
+    return Log(
+        scan_id=scan_id,
+        raw=raw,
+        origin=origin,
+        prefix=prefix if isinstance(prefix, str) else None,
+        header=header,
+    )
 
 
 def read_export(path: str | os.PathLike[str]) -> Log:

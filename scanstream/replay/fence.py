@@ -16,8 +16,12 @@ from scanstream import events as ev
 from scanstream.events import LogEntry
 from scanstream.ids import scan_created_ms
 
-_STRATEGY_EVENTS = (ev.StrategyProgress, ev.OpportunityFound, ev.StrategyCompleted,
-                    ev.StrategyFailed)
+_STRATEGY_EVENTS = (
+    ev.StrategyProgress,
+    ev.OpportunityFound,
+    ev.StrategyCompleted,
+    ev.StrategyFailed,
+)
 
 
 def fence_fields(entries: Sequence[LogEntry], scan_id: str) -> dict[str, str]:
@@ -35,12 +39,15 @@ def fence_fields(entries: Sequence[LogEntry], scan_id: str) -> dict[str, str]:
     fence: dict[str, str] = {
         "total": str(len(requested.strategies)),
         "created_ms": str(scan_created_ms(scan_id)),
-        "completed": "0", "failed": "0", "opportunities": "0", "names": "1",
+        "completed": "0",
+        "failed": "0",
+        "opportunities": "0",
+        "names": "1",
     }
     for name in requested.strategies:
         fence[f"in:{name}"] = "1"
     attempts: dict[str, int] = {}
-    for entry in entries[start + 1:]:
+    for entry in entries[start + 1 :]:
         event = entry.event
         if entry.type in ev.TERMINAL_TYPES and event is not None:
             fence["terminal"] = entry.type
@@ -59,9 +66,11 @@ def _writable(fence: dict[str, str], strategy: str) -> bool:
     return f"done:{strategy}" not in fence and f"in:{strategy}" in fence
 
 
-def _accepted_write(fence: dict[str, str], attempts: dict[str, int],
-                    event: ev.StrategyProgress | ev.OpportunityFound | ev.StrategyCompleted
-                    | ev.StrategyFailed) -> None:
+def _accepted_write(
+    fence: dict[str, str],
+    attempts: dict[str, int],
+    event: ev.StrategyProgress | ev.OpportunityFound | ev.StrategyCompleted | ev.StrategyFailed,
+) -> None:
     name = event.strategy
     if not _writable(fence, name) or event.attempt != attempts.get(name, 0):
         return  # the script answers done / missing / stale and writes nothing

@@ -56,8 +56,15 @@ def with_user(raw: Sequence[RawEntry], user: str) -> list[RawEntry]:
     return out
 
 
-async def import_log(redis: Redis, keys: Keys, log: Log, *, as_new: bool = False,
-                     user: str | None = None, retention_s: float) -> Imported:
+async def import_log(
+    redis: Redis,
+    keys: Keys,
+    log: Log,
+    *,
+    as_new: bool = False,
+    user: str | None = None,
+    retention_s: float,
+) -> Imported:
     """Write `log` as a scan into `redis`. `ScanConflict` if that scan id is taken."""
     if not log.raw:
         raise ReplayError("the log is empty: nothing to import")
@@ -85,13 +92,21 @@ async def import_log(redis: Redis, keys: Keys, log: Log, *, as_new: bool = False
     return Imported(scan_id, owner, len(raw), fence, ttl, listed)
 
 
-async def _write(redis: Redis, events_key: str, fence_key: str, raw: Sequence[RawEntry],
-                 fence: dict[str, str], ttl: int | None) -> None:
+async def _write(
+    redis: Redis,
+    events_key: str,
+    fence_key: str,
+    raw: Sequence[RawEntry],
+    fence: dict[str, str],
+    ttl: int | None,
+) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(events_key, fence_key)
         if await pipe.exists(events_key, fence_key):
-            raise ScanConflict(f"{events_key} already exists: import --as-new to get a new "
-                               "scan id, or import into another prefix or Redis")
+            raise ScanConflict(
+                f"{events_key} already exists: import --as-new to get a new "
+                "scan id, or import into another prefix or Redis"
+            )
         pipe.multi()
         for entry in raw:
             flat: list[Any] = []

@@ -30,8 +30,15 @@ MarketFactory = Callable[[Mapping[str, Any]], Any]
 class LocalContext:
     """A `StrategyContext` that keeps everything in memory."""
 
-    def __init__(self, *, scan_id: str, strategy: str, attempt: int,
-                 params: Mapping[str, Any], market_factory: MarketFactory) -> None:
+    def __init__(
+        self,
+        *,
+        scan_id: str,
+        strategy: str,
+        attempt: int,
+        params: Mapping[str, Any],
+        market_factory: MarketFactory,
+    ) -> None:
         self.scan_id = scan_id
         self.strategy = strategy
         self.attempt = attempt
@@ -60,13 +67,26 @@ class LocalContext:
             self._found_ids.add(opportunity.id)
             self.found_list.append(opportunity)
 
-    def opportunity(self, *, symbol: str, side: Side, score: float, expected_return: float,
-                    details: Mapping[str, Any] | None = None, key: str = "") -> Opportunity:
+    def opportunity(
+        self,
+        *,
+        symbol: str,
+        side: Side,
+        score: float,
+        expected_return: float,
+        details: Mapping[str, Any] | None = None,
+        key: str = "",
+    ) -> Opportunity:
         fingerprint = getattr(self.market, "fingerprint", None)
         return make_opportunity(
-            strategy=self.strategy, fingerprint=str(fingerprint()) if callable(fingerprint) else "",
-            symbol=symbol, side=side, score=score, expected_return=expected_return,
-            details=details, key=key,
+            strategy=self.strategy,
+            fingerprint=str(fingerprint()) if callable(fingerprint) else "",
+            symbol=symbol,
+            side=side,
+            score=score,
+            expected_return=expected_return,
+            details=details,
+            key=key,
         )
 
 
@@ -98,12 +118,20 @@ class RerunReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "scan_id": self.scan_id, "strategy": self.strategy, "same": self.same,
-            "recorded": {"attempt": self.recorded.attempt, "state": self.recorded.state,
-                         "opportunities": len(self.recorded.opportunities),
-                         "error": plain(self.recorded.error)},
-            "rerun": {"opportunities": len(self.found), "duration_ms": self.duration_ms,
-                      "error": plain(self.error)},
+            "scan_id": self.scan_id,
+            "strategy": self.strategy,
+            "same": self.same,
+            "recorded": {
+                "attempt": self.recorded.attempt,
+                "state": self.recorded.state,
+                "opportunities": len(self.recorded.opportunities),
+                "error": plain(self.recorded.error),
+            },
+            "rerun": {
+                "opportunities": len(self.found),
+                "duration_ms": self.duration_ms,
+                "error": plain(self.error),
+            },
             "opportunities": self.opportunities.to_json(),
             "notes": self.notes,
         }
@@ -145,9 +173,15 @@ def default_market(params: Mapping[str, Any]) -> Any:
     return market_for(parse_params(dict(params)))
 
 
-async def rerun(log: Log, strategy: str, *, strategies: Mapping[str, Strategy] | None = None,
-                market_factory: MarketFactory | None = None, settings: Settings | None = None,
-                attempt: int | None = None) -> RerunReport:
+async def rerun(
+    log: Log,
+    strategy: str,
+    *,
+    strategies: Mapping[str, Strategy] | None = None,
+    market_factory: MarketFactory | None = None,
+    settings: Settings | None = None,
+    attempt: int | None = None,
+) -> RerunReport:
     """Run `strategy` on the params of the log's scan.requested, and compare its findings
     with the recorded ones. `strategies` defaults to the built-ins plus
     `settings.strategy_modules`; `market_factory` to `market_for(parse_params(params))`."""
@@ -164,11 +198,17 @@ async def rerun(log: Log, strategy: str, *, strategies: Mapping[str, Strategy] |
     if strategy not in requested.strategies:
         notes.append(f"{strategy} is not part of this scan: every local finding is 'added'")
     if recorded.state != "completed":
-        notes.append(f"no completed attempt was recorded: comparing with attempt "
-                     f"{recorded.attempt} ({recorded.state})")
-    ctx = LocalContext(scan_id=log.scan_id, strategy=strategy,
-                       attempt=attempt or max(1, recorded.attempt), params=requested.params,
-                       market_factory=market_factory or default_market)
+        notes.append(
+            f"no completed attempt was recorded: comparing with attempt "
+            f"{recorded.attempt} ({recorded.state})"
+        )
+    ctx = LocalContext(
+        scan_id=log.scan_id,
+        strategy=strategy,
+        attempt=attempt or max(1, recorded.attempt),
+        params=requested.params,
+        market_factory=market_factory or default_market,
+    )
     error: ErrorInfo | None = None
     began = time.monotonic()
     timeout = chosen.timeout_s or settings.strategy_timeout_s
@@ -184,7 +224,13 @@ async def rerun(log: Log, strategy: str, *, strategies: Mapping[str, Strategy] |
     took = int((time.monotonic() - began) * 1000)
     mine = {o.id: o for o in ctx.found_list}
     return RerunReport(
-        scan_id=log.scan_id, strategy=strategy, recorded=recorded, found=ctx.found_list,
-        opportunities=compare_opportunities(recorded.opportunities, mine), duration_ms=took,
-        error=error, progress_reports=len(ctx.progress_reports), notes=notes,
+        scan_id=log.scan_id,
+        strategy=strategy,
+        recorded=recorded,
+        found=ctx.found_list,
+        opportunities=compare_opportunities(recorded.opportunities, mine),
+        duration_ms=took,
+        error=error,
+        progress_reports=len(ctx.progress_reports),
+        notes=notes,
     )

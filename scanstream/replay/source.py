@@ -129,16 +129,17 @@ async def fetch_log(redis: Redis, keys: Keys, scan_id: str) -> Log:
         start = f"({raw[-1].id}"
     if not raw:
         raise ScanNotFound(
-            f"no log for {scan_id} under prefix {keys.prefix!r} (unknown or expired)")
-    return Log(scan_id=scan_id, raw=raw, origin=f"redis, prefix {keys.prefix}",
-               prefix=keys.prefix)
+            f"no log for {scan_id} under prefix {keys.prefix!r} (unknown or expired)"
+        )
+    return Log(scan_id=scan_id, raw=raw, origin=f"redis, prefix {keys.prefix}", prefix=keys.prefix)
 
 
 def redis_url_of(settings: Settings) -> str:
     if not settings.redis_url:
         raise ConfigError(
             "SCANSTREAM_REDIS_URL is not set: point it at the Redis that holds the scan "
-            "(`scanstream dev` prints its URL), or replay an exported file with --file")
+            "(`scanstream dev` prints its URL), or replay an exported file with --file"
+        )
     return settings.redis_url
 
 

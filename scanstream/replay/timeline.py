@@ -60,16 +60,20 @@ def summary(entry: LogEntry) -> str:
     match event:
         case ev.ScanRequested():
             params = ev.encode_obj(event.params).decode() if event.params else "{}"
-            return _short(f"user {event.user_id}, {plural(len(event.strategies), 'strategy')} "
-                          f"({', '.join(event.strategies)}), params {params}")
+            return _short(
+                f"user {event.user_id}, {plural(len(event.strategies), 'strategy')} "
+                f"({', '.join(event.strategies)}), params {params}"
+            )
         case ev.StrategyStarted():
             return f"attempt {event.attempt} on {event.worker}"
         case ev.StrategyProgress():
             return _short(f"{_pct(event.progress)} {event.message}".strip())
         case ev.OpportunityFound():
             o = event.opportunity
-            return (f"{o.symbol} {o.side} score {o.score:.3f} "
-                    f"return {o.expected_return * 100:+.2f}% {o.id}")
+            return (
+                f"{o.symbol} {o.side} score {o.score:.3f} "
+                f"return {o.expected_return * 100:+.2f}% {o.id}"
+            )
         case ev.StrategyCompleted():
             return f"{plural(event.opportunities, 'opportunity')} in {event.duration_ms} ms"
         case ev.StrategyFailed():
@@ -79,9 +83,11 @@ def summary(entry: LogEntry) -> str:
             return f"by {event.user_id}"
         case ev.ScanEnded():
             reason = f", reason {event.reason}" if event.reason else ""
-            return (f"{plural(event.opportunities, 'opportunity')}, {event.strategies_completed} "
-                    f"completed, {event.strategies_failed} failed, in {event.duration_ms} ms"
-                    f"{reason}")
+            return (
+                f"{plural(event.opportunities, 'opportunity')}, {event.strategies_completed} "
+                f"completed, {event.strategies_failed} failed, in {event.duration_ms} ms"
+                f"{reason}"
+            )
     return ""  # pragma: no cover - every event type is matched above
 
 
@@ -93,23 +99,26 @@ def timeline(entries: Sequence[LogEntry]) -> list[Row]:
     rows = []
     for n, entry in enumerate(entries, start=1):
         event = entry.event
-        rows.append(Row(
-            n=n,
-            entry_id=entry.id,
-            time=entry_time(entry.id),
-            offset_ms=entry_ms(entry.id) - start,
-            type=entry.type,
-            strategy=getattr(event, "strategy", None),
-            attempt=getattr(event, "attempt", None),
-            summary=summary(entry),
-            ts=event.ts if event is not None else None,
-            problem=entry.problem,
-        ))
+        rows.append(
+            Row(
+                n=n,
+                entry_id=entry.id,
+                time=entry_time(entry.id),
+                offset_ms=entry_ms(entry.id) - start,
+                type=entry.type,
+                strategy=getattr(event, "strategy", None),
+                attempt=getattr(event, "attempt", None),
+                summary=summary(entry),
+                ts=event.ts if event is not None else None,
+                problem=entry.problem,
+            )
+        )
     return rows
 
 
-def select(rows: Iterable[Row], *, strategies: Sequence[str] = (),
-           types: Sequence[str] = ()) -> list[Row]:
+def select(
+    rows: Iterable[Row], *, strategies: Sequence[str] = (), types: Sequence[str] = ()
+) -> list[Row]:
     """Rows of any of `strategies` (scan-level rows have none and are dropped) and of any
     of `types` (exact names or globs such as `strategy.*`). Empty means no filter."""
     out = []

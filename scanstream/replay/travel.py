@@ -49,15 +49,18 @@ def parse_time(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ReplayError(f"not a time: {text!r} (RFC 3339, e.g. 2025-01-31T12:00:00Z, "
-                          "or milliseconds since the epoch)") from None
+        raise ReplayError(
+            f"not a time: {text!r} (RFC 3339, e.g. 2025-01-31T12:00:00Z, "
+            "or milliseconds since the epoch)"
+        ) from None
     if moment.tzinfo is None:
         raise ReplayError(f"{text!r} has no time zone: add Z for UTC")
     return int(moment.timestamp() * 1000)
 
 
-def prefix_length(entries: Sequence[LogEntry], *, at: str | int | None = None,
-                  until: str | int | None = None) -> int:
+def prefix_length(
+    entries: Sequence[LogEntry], *, at: str | int | None = None, until: str | int | None = None
+) -> int:
     """How many entries `--at` / `--until` select (the whole log when neither is given).
 
     `at`: an entry id (that entry included), or N, the Nth entry (1-based; negative
@@ -87,8 +90,13 @@ def prefix_length(entries: Sequence[LogEntry], *, at: str | int | None = None,
     return len(entries)
 
 
-def state_at(scan_id: str, entries: Sequence[LogEntry], *, at: str | int | None = None,
-             until: str | int | None = None) -> Snapshot:
+def state_at(
+    scan_id: str,
+    entries: Sequence[LogEntry],
+    *,
+    at: str | int | None = None,
+    until: str | int | None = None,
+) -> Snapshot:
     """The projections after the selected prefix of the log."""
     count = prefix_length(entries, at=at, until=until)
     view = projection.fold_all(scan_id, entries[:count])
@@ -108,8 +116,7 @@ def _shown(view: ScanView) -> dict[str, Any]:
     return {**plain(render.status_of(view)), "opportunities": plain(results.opportunities)}
 
 
-def steps(scan_id: str, entries: Sequence[LogEntry], *, count: int | None = None
-          ) -> Iterator[Step]:
+def steps(scan_id: str, entries: Sequence[LogEntry], *, count: int | None = None) -> Iterator[Step]:
     """Event by event, what each one changed in status (field by field) and in the
     opportunity list (one change per opportunity added)."""
     view = projection.empty(scan_id)

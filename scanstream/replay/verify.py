@@ -34,8 +34,12 @@ class Finding:
     entry_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"severity": self.severity, "kind": self.kind, "message": self.message,
-                "entry_id": self.entry_id}
+        return {
+            "severity": self.severity,
+            "kind": self.kind,
+            "message": self.message,
+            "entry_id": self.entry_id,
+        }
 
 
 @dataclass
@@ -56,16 +60,20 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return (not any(f.severity == "error" for f in self.findings)
-                and not any(c.changes for c in self.comparisons))
+        return not any(f.severity == "error" for f in self.findings) and not any(
+            c.changes for c in self.comparisons
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "scan_id": self.scan_id, "entries": self.entries, "ok": self.ok,
+            "scan_id": self.scan_id,
+            "entries": self.entries,
+            "ok": self.ok,
             "findings": [f.to_json() for f in self.findings],
-            "comparisons": [{"name": c.name, "at": c.at,
-                             "changes": [ch.to_json() for ch in c.changes]}
-                            for c in self.comparisons],
+            "comparisons": [
+                {"name": c.name, "at": c.at, "changes": [ch.to_json() for ch in c.changes]}
+                for c in self.comparisons
+            ],
         }
 
 
@@ -78,12 +86,18 @@ def check_log(scan_id: str, entries: Sequence[LogEntry]) -> list[Finding]:
 
     requested = [e for e in entries if e.type == "scan.requested"]
     if not entries or entries[0].type != "scan.requested" or entries[0].event is None:
-        error("requested_not_first", "the first entry is not a readable scan.requested",
-              entries[0] if entries else None)
+        error(
+            "requested_not_first",
+            "the first entry is not a readable scan.requested",
+            entries[0] if entries else None,
+        )
     for extra in requested[1:]:
         error("requested_twice", "a second scan.requested", extra)
-    names = set(entries[0].event.strategies) if entries and isinstance(
-        entries[0].event, ev.ScanRequested) else set()
+    names = (
+        set(entries[0].event.strategies)
+        if entries and isinstance(entries[0].event, ev.ScanRequested)
+        else set()
+    )
 
     terminal: LogEntry | None = None
     seen_ids: set[str] = set()
@@ -96,87 +110,140 @@ def check_log(scan_id: str, entries: Sequence[LogEntry]) -> list[Finding]:
             error("unreadable", f"{entry.type or '(no type)'}: {entry.problem}", entry)
             continue
         if event.event_id in seen_ids:
-            out.append(Finding("warning", "duplicate_event_id",
-                               f"event_id {event.event_id} written again (a re-delivered "
-                               "write: it changes no projection)", entry.id))
+            out.append(
+                Finding(
+                    "warning",
+                    "duplicate_event_id",
+                    f"event_id {event.event_id} written again (a re-delivered "
+                    "write: it changes no projection)",
+                    entry.id,
+                )
+            )
             continue
         seen_ids.add(event.event_id)
         if terminal is not None:
-            error("after_terminal", f"{entry.type} after the terminal {terminal.type} "
-                  f"({terminal.id})", entry)
+            error(
+                "after_terminal",
+                f"{entry.type} after the terminal {terminal.type} ({terminal.id})",
+                entry,
+            )
             continue
         if entry.type in ev.TERMINAL_TYPES:
             terminal = entry
             continue
-        if not isinstance(event, ev.StrategyStarted | ev.StrategyProgress | ev.OpportunityFound
-                          | ev.StrategyCompleted | ev.StrategyFailed):
+        if not isinstance(
+            event,
+            ev.StrategyStarted
+            | ev.StrategyProgress
+            | ev.OpportunityFound
+            | ev.StrategyCompleted
+            | ev.StrategyFailed,
+        ):
             continue
         name = event.strategy
         if names and name not in names:
             error("unknown_strategy", f"{entry.type} of {name!r}, not part of this scan", entry)
         if name in finished:
-            error("after_strategy_end", f"{entry.type} of {name} after its "
-                  f"{finished[name].type} ({finished[name].id})", entry)
+            error(
+                "after_strategy_end",
+                f"{entry.type} of {name} after its {finished[name].type} ({finished[name].id})",
+                entry,
+            )
         current = started.get(name, 0)
         if isinstance(event, ev.StrategyStarted):
             if event.attempt != current + 1:
-                error("attempt_order", f"{name} started attempt {event.attempt} after "
-                      f"attempt {current} (expected {current + 1})", entry)
+                error(
+                    "attempt_order",
+                    f"{name} started attempt {event.attempt} after "
+                    f"attempt {current} (expected {current + 1})",
+                    entry,
+                )
             started[name] = max(current, event.attempt)
             continue
         if event.attempt != current:
-            what = "before it started" if event.attempt > current else \
-                f"after attempt {current} started (a stale write got through)"
-            error("stale_attempt", f"{entry.type} of {name} attempt {event.attempt} {what}",
-                  entry)
+            what = (
+                "before it started"
+                if event.attempt > current
+                else f"after attempt {current} started (a stale write got through)"
+            )
+            error("stale_attempt", f"{entry.type} of {name} attempt {event.attempt} {what}", entry)
         if isinstance(event, ev.OpportunityFound):
             found.setdefault((name, event.attempt), Counter())[event.opportunity.id] += 1
         elif isinstance(event, ev.StrategyCompleted) or (
-                isinstance(event, ev.StrategyFailed) and event.final):
+            isinstance(event, ev.StrategyFailed) and event.final
+        ):
             finished[name] = entry
     out += _opportunity_findings(found, started)
     out += _terminal_findings(scan_id, entries, terminal)
     return out
 
 
-def _opportunity_findings(found: Mapping[tuple[str, int], Counter[str]],
-                          started: Mapping[str, int]) -> list[Finding]:
+def _opportunity_findings(
+    found: Mapping[tuple[str, int], Counter[str]], started: Mapping[str, int]
+) -> list[Finding]:
     out = []
     for (name, attempt), ids in found.items():
         for oid, n in ids.items():
             if n > 1:
-                out.append(Finding("error", "opportunity_twice", f"{oid} found {n} times by "
-                                   f"{name} attempt {attempt}"))
+                out.append(
+                    Finding(
+                        "error",
+                        "opportunity_twice",
+                        f"{oid} found {n} times by {name} attempt {attempt}",
+                    )
+                )
     owners: dict[str, str] = {}
     for name, attempt in started.items():  # the accepted (latest) attempt of each strategy
         for oid in found.get((name, attempt), {}):
             if oid in owners:
-                out.append(Finding("error", "opportunity_twice",
-                                   f"{oid} found by both {owners[oid]} and {name}"))
+                out.append(
+                    Finding(
+                        "error",
+                        "opportunity_twice",
+                        f"{oid} found by both {owners[oid]} and {name}",
+                    )
+                )
             owners[oid] = name
     return out
 
 
-def _terminal_findings(scan_id: str, entries: Sequence[LogEntry], terminal: LogEntry | None
-                       ) -> list[Finding]:
+def _terminal_findings(
+    scan_id: str, entries: Sequence[LogEntry], terminal: LogEntry | None
+) -> list[Finding]:
     fence = fence_fields(entries, scan_id)
     if terminal is None:
         if fence and int(fence["completed"]) + int(fence["failed"]) >= int(fence["total"]):
-            return [Finding("error", "no_terminal", "every strategy ended but no terminal "
-                            "scan event was written")]
+            return [
+                Finding(
+                    "error",
+                    "no_terminal",
+                    "every strategy ended but no terminal scan event was written",
+                )
+            ]
         return []
     event = terminal.event
     assert isinstance(event, ev.ScanEnded)
     view = projection.fold_all(scan_id, entries)
-    recorded = {"opportunities": event.opportunities,
-                "strategies_completed": event.strategies_completed,
-                "strategies_failed": event.strategies_failed}
-    folded = {"opportunities": len(view.opportunities),
-              "strategies_completed": view.strategies_completed,
-              "strategies_failed": view.strategies_failed}
-    return [Finding("error", "terminal_counts", f"{terminal.type} says {key} = "
-                    f"{recorded[key]}, the fold counts {folded[key]}", terminal.id)
-            for key in recorded if recorded[key] != folded[key]]
+    recorded = {
+        "opportunities": event.opportunities,
+        "strategies_completed": event.strategies_completed,
+        "strategies_failed": event.strategies_failed,
+    }
+    folded = {
+        "opportunities": len(view.opportunities),
+        "strategies_completed": view.strategies_completed,
+        "strategies_failed": view.strategies_failed,
+    }
+    return [
+        Finding(
+            "error",
+            "terminal_counts",
+            f"{terminal.type} says {key} = {recorded[key]}, the fold counts {folded[key]}",
+            terminal.id,
+        )
+        for key in recorded
+        if recorded[key] != folded[key]
+    ]
 
 
 def compare(log: Log, name: str, served: Any) -> Comparison:
@@ -211,8 +278,9 @@ def verify(log: Log, *, status: Any = None, results: Any = None) -> Report:
     return report
 
 
-async def fetch_served(api_url: str, token: str, scan_id: str,
-                       http: httpx.AsyncClient | None = None) -> tuple[Any, Any]:
+async def fetch_served(
+    api_url: str, token: str, scan_id: str, http: httpx.AsyncClient | None = None
+) -> tuple[Any, Any]:
     """GET the scan's status and results from the API, as a client would."""
     base = api_url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"}
@@ -228,8 +296,7 @@ async def fetch_served(api_url: str, token: str, scan_id: str,
             if response.status_code == 404:
                 raise ScanNotFound(f"the API at {base} does not know {scan_id} (for this token)")
             if response.status_code != 200:
-                raise ReplayError(f"GET {path}: HTTP {response.status_code}: "
-                                  f"{response.text[:200]}")
+                raise ReplayError(f"GET {path}: HTTP {response.status_code}: {response.text[:200]}")
             answers.append(response.json())
         return answers[0], answers[1]
     finally:

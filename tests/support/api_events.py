@@ -23,8 +23,12 @@ def auth(user: str = "alice") -> dict[str, str]:
 
 def opportunity(strategy: str, symbol: str, score: float) -> Opportunity:
     return Opportunity(
-        id=f"opp_{strategy}_{symbol}", strategy=strategy, symbol=symbol, side="long",
-        score=score, expected_return=score / 100,
+        id=f"opp_{strategy}_{symbol}",
+        strategy=strategy,
+        symbol=symbol,
+        side="long",
+        score=score,
+        expected_return=score / 100,
     )
 
 
@@ -35,16 +39,31 @@ async def start(store: EventStore, scan_id: str, strategy: str) -> int:
 
 
 async def progress(
-    store: EventStore, scan_id: str, strategy: str, attempt: int, fraction: float,
+    store: EventStore,
+    scan_id: str,
+    strategy: str,
+    attempt: int,
+    fraction: float,
     finds: Sequence[tuple[str, float]] = (),
 ) -> None:
     events: list[object] = [
-        stamp(OpportunityFound, strategy=strategy, attempt=attempt,
-              opportunity=opportunity(strategy, symbol, score))
+        stamp(
+            OpportunityFound,
+            strategy=strategy,
+            attempt=attempt,
+            opportunity=opportunity(strategy, symbol, score),
+        )
         for symbol, score in finds
     ]
-    events.append(stamp(StrategyProgress, strategy=strategy, attempt=attempt,
-                        progress=fraction, message=f"{fraction:.0%}"))
+    events.append(
+        stamp(
+            StrategyProgress,
+            strategy=strategy,
+            attempt=attempt,
+            progress=fraction,
+            message=f"{fraction:.0%}",
+        )
+    )
     outcome = await store.append_strategy_events(scan_id, strategy, attempt, events)  # type: ignore[arg-type]
     assert outcome.ok, outcome
 
@@ -53,10 +72,20 @@ async def complete(
     store: EventStore, scan_id: str, strategy: str, attempt: int, found: int
 ) -> str | None:
     """Finish the strategy; returns the terminal scan event type if this ended the scan."""
-    outcome = await store.finish_strategy(scan_id, strategy, attempt, [
-        stamp(StrategyCompleted, strategy=strategy, attempt=attempt, opportunities=found,
-              duration_ms=5),
-    ])
+    outcome = await store.finish_strategy(
+        scan_id,
+        strategy,
+        attempt,
+        [
+            stamp(
+                StrategyCompleted,
+                strategy=strategy,
+                attempt=attempt,
+                opportunities=found,
+                duration_ms=5,
+            ),
+        ],
+    )
     assert outcome.ok, outcome
     return outcome.terminal
 

@@ -18,10 +18,15 @@ async def _steady(ctx: StrategyContext) -> None:
     steps = int(ctx.params.get("steps", 20))
     for step in range(steps):
         await anyio.sleep(total / steps)
-        await ctx.found(ctx.opportunity(
-            symbol=f"S{step:03d}", side="long", score=(step + 1) / (steps + 1),
-            expected_return=0.001 * (step + 1), details={"step": step},
-        ))
+        await ctx.found(
+            ctx.opportunity(
+                symbol=f"S{step:03d}",
+                side="long",
+                score=(step + 1) / (steps + 1),
+                expected_return=0.001 * (step + 1),
+                details={"step": step},
+            )
+        )
         await ctx.progress((step + 1) / steps, f"step {step + 1}/{steps}")
 
 

@@ -24,7 +24,9 @@ def fault_settings(settings: Settings, **changes: Any) -> Settings:
     the idle time leaves a loaded machine 1.25 s of event-loop stall before a healthy
     worker's job looks idle."""
     base: dict[str, Any] = {
-        "strategy_modules": FAULT_MODULES, "claim_idle_ms": 1_500, "heartbeat_ms": 250,
+        "strategy_modules": FAULT_MODULES,
+        "claim_idle_ms": 1_500,
+        "heartbeat_ms": 250,
         "retry_backoff_s": 0.05,
     }
     return settings.with_(**{**base, **changes})
@@ -56,10 +58,22 @@ def assert_log_is_sound(entries: Sequence[LogEntry]) -> None:
 # -- real worker processes ----------------------------------------------------------------
 
 
-def worker(settings: Settings, log_dir: Path, name: str = "worker", concurrency: int = 8,
-           grace_s: float = 5.0, **env: str) -> Proc:
-    return worker_proc(settings, log_dir, concurrency=concurrency, grace_s=grace_s, name=name,
-                       **{**FAULT_ENV, **env})
+def worker(
+    settings: Settings,
+    log_dir: Path,
+    name: str = "worker",
+    concurrency: int = 8,
+    grace_s: float = 5.0,
+    **env: str,
+) -> Proc:
+    return worker_proc(
+        settings,
+        log_dir,
+        concurrency=concurrency,
+        grace_s=grace_s,
+        name=name,
+        **{**FAULT_ENV, **env},
+    )
 
 
 def log_records(proc: Proc) -> list[dict[str, Any]]:
@@ -78,6 +92,7 @@ def log_records(proc: Proc) -> list[dict[str, Any]]:
 
 async def consumer_name(proc: Proc, timeout_s: float = 15.0) -> str:
     """Wait until the worker process says it started; its consumer name."""
+
     def started() -> str | None:
         assert proc.process is not None
         if proc.process.poll() is not None:

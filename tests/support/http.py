@@ -27,7 +27,11 @@ def serve(app: ASGIApp, *, host: str = "127.0.0.1") -> Iterator[str]:
     """Run `app` under uvicorn until the block exits; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on",
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)

@@ -32,12 +32,24 @@ from scanstream.store import EventStore
 from scanstream.strategies.api import Strategy
 from scanstream.strategies.registry import load_strategies
 
-SMALL_MARKET = {"symbols": ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD"],
-                "bars": 300, "seed": 42}
+SMALL_MARKET = {
+    "symbols": ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD"],
+    "bars": 300,
+    "seed": 42,
+}
 # Every event type but cancellation: retries (flaky), a final failure (poison), progress
 # (slow), findings of built-ins and of test strategies.
-MIXED = ["momentum", "mean_reversion", "breakout", "cross_venue_arbitrage", "finder", "flaky",
-         "poison", "slow", "noop"]
+MIXED = [
+    "momentum",
+    "mean_reversion",
+    "breakout",
+    "cross_venue_arbitrage",
+    "finder",
+    "flaky",
+    "poison",
+    "slow",
+    "noop",
+]
 MIXED_PARAMS = {**SMALL_MARKET, "finds": 3, "slow_s": 0.2}
 
 
@@ -59,12 +71,19 @@ async def worker_running(settings: Settings) -> AsyncIterator[Worker]:
         tg.cancel_scope.cancel()
 
 
-async def start_scan(store: EventStore, names: Sequence[str], params: dict[str, Any], *,
-                     user: str = "alice", enqueue: Sequence[str] | None = None) -> str:
+async def start_scan(
+    store: EventStore,
+    names: Sequence[str],
+    params: dict[str, Any],
+    *,
+    user: str = "alice",
+    enqueue: Sequence[str] | None = None,
+) -> str:
     """scan.requested for `names`, then jobs for `enqueue` (default: all of them)."""
     scan_id = new_scan_id()
-    await store.create_scan(scan_id, ev.stamp(ev.ScanRequested, user_id=user,
-                                              strategies=list(names), params=params))
+    await store.create_scan(
+        scan_id, ev.stamp(ev.ScanRequested, user_id=user, strategies=list(names), params=params)
+    )
     await jobs.ensure_group(store.redis, store.keys)
     pipe = store.redis.pipeline(transaction=False)
     jobs.enqueue_into(pipe, store.keys, scan_id, list(names if enqueue is None else enqueue))
@@ -72,8 +91,13 @@ async def start_scan(store: EventStore, names: Sequence[str], params: dict[str, 
     return scan_id
 
 
-async def wait(store: EventStore, scan_id: str, *, strategies: Sequence[str] | None = None,
-               timeout_s: float = 15.0) -> ScanView:
+async def wait(
+    store: EventStore,
+    scan_id: str,
+    *,
+    strategies: Sequence[str] | None = None,
+    timeout_s: float = 15.0,
+) -> ScanView:
     """Until the scan ended, or (given `strategies`) until each of those is terminal."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -86,21 +110,30 @@ async def wait(store: EventStore, scan_id: str, *, strategies: Sequence[str] | N
     raise AssertionError(f"{scan_id} did not get there within {timeout_s}s")
 
 
-async def run_scan(settings: Settings, names: Sequence[str] = tuple(MIXED),
-                   params: dict[str, Any] | None = None, *, user: str = "alice",
-                   enqueue: Sequence[str] | None = None, cancel_after_s: float | None = None
-                   ) -> str:
+async def run_scan(
+    settings: Settings,
+    names: Sequence[str] = tuple(MIXED),
+    params: dict[str, Any] | None = None,
+    *,
+    user: str = "alice",
+    enqueue: Sequence[str] | None = None,
+    cancel_after_s: float | None = None,
+) -> str:
     """Run one real scan to its end (or, with `enqueue`, until those jobs are done)."""
     redis = client(settings.redis_url or "")
     store = EventStore(redis, Keys(settings.prefix), retention_s=settings.retention_s)
     try:
         async with worker_running(settings):
-            scan_id = await start_scan(store, names, MIXED_PARAMS if params is None else params,
-                                       user=user, enqueue=enqueue)
+            scan_id = await start_scan(
+                store, names, MIXED_PARAMS if params is None else params, user=user, enqueue=enqueue
+            )
             if cancel_after_s is not None:
                 await anyio.sleep(cancel_after_s)
-                await store.end_scan(scan_id, "scan.cancelled", before=[
-                    ev.stamp(ev.ScanCancelRequested, user_id=user)])
+                await store.end_scan(
+                    scan_id,
+                    "scan.cancelled",
+                    before=[ev.stamp(ev.ScanCancelRequested, user_id=user)],
+                )
             await wait(store, scan_id, strategies=enqueue)
     finally:
         await redis.aclose()
@@ -112,9 +145,16 @@ _shared: dict[tuple[str, str], tuple[Settings, str]] = {}
 
 
 def scan_settings(redis_url: str, prefix: str) -> Settings:
-    return Settings(redis_url=redis_url, secret=TEST_SECRET, prefix=prefix, retention_s=3600,
-                    strategy_modules=("tests.support.strategies",), claim_idle_ms=1500,
-                    heartbeat_ms=300, retry_backoff_s=0.05)
+    return Settings(
+        redis_url=redis_url,
+        secret=TEST_SECRET,
+        prefix=prefix,
+        retention_s=3600,
+        strategy_modules=("tests.support.strategies",),
+        claim_idle_ms=1500,
+        heartbeat_ms=300,
+        retry_backoff_s=0.05,
+    )
 
 
 def shared_scan(redis_url: str, kind: str = "mixed") -> tuple[Settings, str]:
@@ -125,8 +165,9 @@ def shared_scan(redis_url: str, kind: str = "mixed") -> tuple[Settings, str]:
         if kind == "mixed":
             scan_id = anyio.run(run_scan, settings)
         elif kind == "unfinished":  # noop is requested but never enqueued: it stays pending
-            scan_id = anyio.run(lambda: run_scan(settings, ["finder", "flaky", "noop"],
-                                                 enqueue=["finder", "flaky"]))
+            scan_id = anyio.run(
+                lambda: run_scan(settings, ["finder", "flaky", "noop"], enqueue=["finder", "flaky"])
+            )
         else:
             raise ValueError(kind)
         _shared[key] = (settings, scan_id)
@@ -141,8 +182,9 @@ def serving(app: Any) -> Iterator[str]:
     from scanstream.embedded import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -168,14 +210,25 @@ def golden(directory: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="scanstream-golden-") as tmp:
         server = RedisProcess(data_dir=Path(tmp)).start()
         try:
-            settings = Settings(redis_url=server.url, prefix="golden", retention_s=3600,
-                                strategy_modules=("tests.support.strategies",),
-                                claim_idle_ms=1500, heartbeat_ms=300, retry_backoff_s=0.05)
+            settings = Settings(
+                redis_url=server.url,
+                prefix="golden",
+                retention_s=3600,
+                strategy_modules=("tests.support.strategies",),
+                claim_idle_ms=1500,
+                heartbeat_ms=300,
+                retry_backoff_s=0.05,
+            )
             runs = {
                 "completed": anyio.run(run_scan, settings),
-                "cancelled": anyio.run(lambda: run_scan(
-                    settings, ["finder", "slow"], {**SMALL_MARKET, "slow_s": 5},
-                    cancel_after_s=0.5)),
+                "cancelled": anyio.run(
+                    lambda: run_scan(
+                        settings,
+                        ["finder", "slow"],
+                        {**SMALL_MARKET, "slow_s": 5},
+                        cancel_after_s=0.5,
+                    )
+                ),
             }
             for name, scan_id in runs.items():
                 log = load_log(scan_id, settings=settings)
@@ -184,7 +237,8 @@ def golden(directory: Path) -> None:
                 snap = state_at(log.scan_id, log.entries)
                 for part, value in (("status", snap.status), ("results", snap.results)):
                     Path(f"{base}.{part}.json").write_bytes(
-                        msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+                        msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+                    )
                 print(f"{base}.jsonl: {len(log.entries)} entries, {snap.status['state']}")
         finally:
             server.stop()

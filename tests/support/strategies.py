@@ -13,10 +13,15 @@ from scanstream.strategies.api import StrategyContext, strategy
 
 async def _find(ctx: StrategyContext, count: int) -> None:
     for i in range(count):
-        await ctx.found(ctx.opportunity(
-            symbol=f"SYM{i}", side="long", score=(i + 1) / (count + 1),
-            expected_return=0.001 * (i + 1), details={"i": i},
-        ))
+        await ctx.found(
+            ctx.opportunity(
+                symbol=f"SYM{i}",
+                side="long",
+                score=(i + 1) / (count + 1),
+                expected_return=0.001 * (i + 1),
+                details={"i": i},
+            )
+        )
 
 
 @strategy("noop", "Does nothing and finds nothing.")

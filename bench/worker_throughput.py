@@ -1,0 +1,417 @@
+"""Benchmark 3: no-op strategy jobs per second through ONE worker process.
+
+Scans of 14 no-op strategies are created up front straight through the store and
+`jobs.enqueue_into` on pipelines (fast), then one `scanstream worker --concurrency N`
+starts. Jobs/s counts from the first job taken (the group's last-delivered-id moves)
+until every entry was delivered and the group's pending list is empty (XINFO GROUPS,
+polled). Then every scan is checked: completed, exactly one terminal event, 14
+strategy.completed.
+
+Tried at several N; the best and the recommended (the smallest N within 5% of the
+best) are reported. At the recommended N, redis-py client variants are measured too
+(bench.variant patches `scanstream.redis_conn.client` inside the worker process).
+
+Baseline in the same run: bench.bare_consumer --mode drain (XREADGROUP COUNT 100, XACK
+the batch, no events written) on the same number of jobs, measured the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from bench.harness import (
+    FOREIGN_WARN,
+    USER,
+    Bench,
+    CpuMeter,
+    Proc,
+    RedisCounters,
+    Row,
+    entry_ms,
+    noisy,
+    running,
+    say,
+    verdict,
+)
+from bench.noop_strategies import NAMES
+from scanstream.events import TERMINAL_TYPES
+from scanstream.keys import JOB_GROUP, Keys
+
+NAME = "worker_throughput"
+TIMEOUT_S = 180.0
+START_POLL_S = 0.002  # to catch the first delivery
+POLL_S = 0.005  # XINFO GROUPS while the consumer drains (the bare one takes ~0.3 s)
+BARE_JOBS, BARE_GROUP = "benchbare:jobs", "bare-workers"
+VARIANTS: dict[str, list[str]] = {
+    # what redis-py 8 does by default: a 5 s socket timeout, i.e. an asyncio timeout per read
+    "socket_timeout=5": ["--socket-timeout", "5"],
+    "health_check_interval=0": ["--health-check-interval", "0"],
+    # the worker logs "strategy started" and "strategy completed" at INFO for every job
+    "log level WARNING": ["--log-level", "WARNING"],
+}
+
+
+async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]:
+    """`scans` scans of the 14 no-ops and their jobs; (scan ids, the last job's id)."""
+    from scanstream import events as ev
+    from scanstream import jobs, redis_conn
+    from scanstream.ids import new_scan_id
+    from scanstream.store import EventStore
+
+    r = redis_conn.client(url, max_connections=128)
+    try:
+        keys = Keys(prefix)
+        store = EventStore(r, keys, retention_s=3600)
+        await jobs.ensure_group(r, keys)
+        ids = [new_scan_id() for _ in range(scans)]
+        for i in range(0, scans, 100):
+            chunk = ids[i : i + 100]
+            await asyncio.gather(
+                *(
+                    store.create_scan(
+                        scan_id,
+                        ev.stamp(ev.ScanRequested, user_id=USER, strategies=NAMES, params={}),
+                    )
+                    for scan_id in chunk
+                )
+            )
+            pipe = r.pipeline(transaction=False)
+            for scan_id in chunk:
+                jobs.enqueue_into(pipe, keys, scan_id, NAMES)
+            await pipe.execute()
+        last = await r.xrevrange(keys.jobs, "+", "-", count=1)
+        return ids, last[0][0].decode()
+    finally:
+        await r.aclose()
+
+
+def _group(r: redis.Redis, jobs_key: str, group: str) -> dict[str, Any]:
+    for g in r.xinfo_groups(jobs_key):
+        if g["name"] in (group, group.encode()):
+            return g
+    raise RuntimeError(f"no group {group} on {jobs_key}")
+
+
+def drain(
+    b: Bench, proc: Proc, jobs_key: str, group: str, last_id: str, jobs: int, label: str
+) -> dict[str, Any]:
+    """Start `proc`, time it draining the group, stop it. Figures of the run."""
+    assert b.redis_proc.process is not None
+    polls = 0
+    with b.redis() as r:
+        before = RedisCounters.snapshot(r)
+        with running(proc):
+            deadline = time.monotonic() + TIMEOUT_S
+            while _group(r, jobs_key, group)["last-delivered-id"] in (b"0-0", "0-0"):
+                polls += 1
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{label}: no job taken in {TIMEOUT_S}s")
+                proc.check_alive()
+                time.sleep(START_POLL_S)
+            t_first = time.perf_counter()
+            with CpuMeter([proc.pid, b.redis_proc.process.pid]) as cpu:
+                while True:
+                    time.sleep(POLL_S)
+                    polls += 1
+                    g = _group(r, jobs_key, group)
+                    delivered = g["last-delivered-id"]
+                    delivered = delivered.decode() if isinstance(delivered, bytes) else delivered
+                    if g["pending"] == 0 and delivered == last_id:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{label}: pending {g['pending']} after {TIMEOUT_S}s")
+                    proc.check_alive()
+            t_end = time.perf_counter()
+        delta = RedisCounters.snapshot(r).since(before, ignore=("info", "xinfo", "client"))
+    seconds = t_end - t_first
+    reads = delta.reads - polls - 1
+    return {
+        "jobs": jobs,
+        "seconds": round(seconds, 3),
+        "jobs_per_s": round(jobs / seconds),
+        # jobs per second of the consumer's own CPU: what other load on the machine cannot
+        # bend much (the consumer is CPU-bound)
+        "jobs_per_cpu_s": round(jobs / seconds / cpu.shares[0]) if cpu.shares[0] > 0.05 else None,
+        "redis_round_trips_per_job": round(reads / jobs, 2),
+        "redis_commands_per_job": round(delta.total_commands / jobs, 2),
+        "redis_commands": delta.commands,
+        **cpu.as_dict(["consumer", "redis"]),
+    }
+
+
+def verify(r: redis.Redis, prefix: str, scan_ids: Sequence[str]) -> dict[str, Any]:
+    """Every scan completed with exactly one terminal event and 14 strategy.completed."""
+    keys = Keys(prefix)
+    problems: Counter[str] = Counter()
+    first_started, last_terminal, events = float("inf"), 0, 0
+    for i in range(0, len(scan_ids), 200):
+        chunk = scan_ids[i : i + 200]
+        pipe = r.pipeline(transaction=False)
+        for scan_id in chunk:
+            pipe.xrange(keys.events(scan_id))
+        for entries in pipe.execute():
+            events += len(entries)
+            types = [f.get(b"type", b"").decode() for _id, f in entries]
+            terminals = [
+                (eid, t) for (eid, _f), t in zip(entries, types, strict=True) if t in TERMINAL_TYPES
+            ]
+            if [t for _eid, t in terminals] != ["scan.completed"]:
+                problems[f"terminal events {[t for _e, t in terminals]}"] += 1
+            if types.count("strategy.completed") != len(NAMES):
+                problems["strategy.completed count != 14"] += 1
+            for (eid, _f), t in zip(entries, types, strict=True):
+                if t == "strategy.started":
+                    first_started = min(first_started, entry_ms(eid))
+            if terminals:
+                last_terminal = max(last_terminal, entry_ms(terminals[-1][0]))
+    return {
+        "scans_checked": len(scan_ids),
+        "events": events,
+        "problems": dict(problems),
+        "first_started_ms": first_started,
+        "last_terminal_ms": last_terminal,
+    }
+
+
+def run_worker(
+    b: Bench, scans: int, concurrency: int, variant: Sequence[str] = (), label: str = ""
+) -> dict[str, Any]:
+    b.flush()
+    prefix = f"bench3c{concurrency}"
+    ids, last_id = asyncio.run(_precreate(b.redis_url, prefix, scans))
+    jobs = scans * len(NAMES)
+    worker = b.worker(prefix, concurrency, variant=variant, name=f"worker-c{concurrency}")
+    out = drain(
+        b,
+        worker,
+        Keys(prefix).jobs,
+        JOB_GROUP,
+        last_id,
+        jobs,
+        label or f"worker --concurrency {concurrency}",
+    )
+    with b.redis() as r:
+        check = verify(r, prefix, ids)
+    span_s = (check["last_terminal_ms"] - check["first_started_ms"]) / 1000
+    out.update(
+        concurrency=concurrency,
+        variant=list(variant),
+        verify=check,
+        jobs_per_s_from_events=round(jobs / span_s) if span_s > 0 else None,
+    )
+    return out
+
+
+def run_protocol(b: Bench, scans: int) -> dict[str, Any]:
+    """The same scans through scanstream's fenced writes, without the worker around them."""
+    b.flush()
+    prefix = "bench3proto"
+    ids, last_id = asyncio.run(_precreate(b.redis_url, prefix, scans))
+    jobs = scans * len(NAMES)
+    consumer = b.bare_consumer("protocol", Keys(prefix).jobs, JOB_GROUP, prefix=prefix)
+    out = drain(b, consumer, Keys(prefix).jobs, JOB_GROUP, last_id, jobs, "protocol floor")
+    with b.redis() as r:
+        out["verify"] = verify(r, prefix, ids)
+    return out
+
+
+def run_bare(b: Bench, jobs: int) -> dict[str, Any]:
+    b.flush()
+    with b.redis() as r:
+        r.xgroup_create(BARE_JOBS, BARE_GROUP, id="0", mkstream=True)
+        for i in range(0, jobs, 1000):
+            pipe = r.pipeline(transaction=False)
+            for j in range(i, min(jobs, i + 1000)):
+                pipe.xadd(BARE_JOBS, {"scan_id": f"scan_{j:032x}", "strategy": NAMES[j % 14]})
+            pipe.execute()
+        last_id = r.xrevrange(BARE_JOBS, "+", "-", count=1)[0][0].decode()
+    consumer = b.bare_consumer("drain", BARE_JOBS, BARE_GROUP)
+    return drain(b, consumer, BARE_JOBS, BARE_GROUP, last_id, jobs, "bare consumer")
+
+
+def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the most jobs/s (other people's load only ever slows one down)."""
+    return max(runs, key=lambda m: m["jobs_per_s"])
+
+
+def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
+    import redis.utils
+
+    scans = 300 if b.quick else 1500
+    levels = [64] if b.quick else [32, 64, 128]
+    rounds = 1 if b.quick else 2
+    jobs = scans * len(NAMES)
+    out: dict[str, Any] = {
+        "scans": scans,
+        "jobs": jobs,
+        "rounds": rounds,
+        "redis_py": redis.__version__,
+        "hiredis": bool(redis.utils.HIREDIS_AVAILABLE),
+        "runs": {},
+        "by_concurrency": {},
+        "variants": {},
+    }
+    say(
+        f"  redis-py {redis.__version__}, hiredis "
+        f"{'active' if out['hiredis'] else 'NOT active'}; {scans} scans x {len(NAMES)} "
+        f"no-op strategies = {jobs} jobs"
+    )
+    # Interleaved rounds, so drifting load hits every level alike; a level runs again only
+    # when other processes competed for the CPU during its previous run.
+    for i in range(rounds):
+        for n in levels:
+            previous = out["runs"].get(str(n))
+            if previous and not noisy(previous[-1]):
+                continue
+            say(f"  round {i + 1}/{rounds}: worker --concurrency {n} ...")
+            result = run_worker(b, scans, n)
+            out["runs"].setdefault(str(n), []).append(result)
+            say(f"    {_line(result)}")
+    out["by_concurrency"] = {n: best(runs) for n, runs in out["runs"].items()}
+    by = {int(k): v for k, v in out["by_concurrency"].items()}
+    best_n = max(by, key=lambda n: by[n]["jobs_per_s"])
+    recommended = min(n for n in by if by[n]["jobs_per_s"] >= 0.95 * by[best_n]["jobs_per_s"])
+    out["best_concurrency"], out["recommended_concurrency"] = best_n, recommended
+    if not b.quick:
+        for name, flags in VARIANTS.items():
+            say(f"  variant {name}, worker --concurrency {recommended} ...")
+            try:
+                result = run_worker(b, scans, recommended, flags, f"variant {name}")
+            except Exception as exc:  # a variant must never sink the benchmark
+                say(f"    failed: {exc!r}")
+                continue
+            out["variants"][name] = result
+            say(f"    {_line(result)}")
+    say(
+        "  protocol floor: the same jobs through EventStore.start_strategy + finish_strategy,"
+        " a batch's jobs concurrently, XACK per batch, no worker machinery ..."
+    )
+    try:
+        out["protocol"] = run_protocol(b, scans)
+        say(f"    {_line(out['protocol'])}")
+    except Exception as exc:  # a second baseline must never sink the benchmark
+        say(f"    failed: {exc!r}")
+    say(f"  bare consumer (XREADGROUP COUNT 100 + XACK, no events), {jobs} jobs ...")
+    out["bare"] = run_bare(b, jobs)
+    say(f"    {_line(out['bare'])}")
+    return out, rows(out)
+
+
+def _line(m: dict[str, Any]) -> str:
+    flag = "  << other load on the machine" if m["foreign_cpu"] > FOREIGN_WARN else ""
+    text = (
+        f"{m['jobs_per_s']} jobs/s ({m['jobs']} in {m['seconds']}s, "
+        f"{m['jobs_per_cpu_s']} per consumer CPU-second); Redis "
+        f"{m['redis_round_trips_per_job']} round trips, {m['redis_commands_per_job']} "
+        f"commands per job; CPU: consumer {m['consumer_cpu']:.2f}, redis "
+        f"{m['redis_cpu']:.2f}, other {m['foreign_cpu']:.2f} cores{flag}"
+    )
+    check = m.get("verify")
+    if check:
+        checked = check["problems"] or "all completed, one terminal event each"
+        text += (
+            f"; checked {check['scans_checked']} scans: {checked}"
+            f"; from events: {m['jobs_per_s_from_events']} jobs/s"
+        )
+    return text
+
+
+def rows(out: dict[str, Any]) -> list[Row]:
+    bare = out["bare"]["jobs_per_s"]
+    result = []
+    for n, m in out["by_concurrency"].items():
+        ok = m["jobs_per_s"] >= 3000 and not m["verify"]["problems"]
+        tags = []
+        if int(n) == out["best_concurrency"]:
+            tags.append("best")
+        if int(n) == out["recommended_concurrency"]:
+            tags.append("recommended")
+        label = f"no-op jobs/s, 1 worker, --concurrency {n}"
+        if tags:
+            label += f" ({', '.join(tags)})"
+        result.append(
+            Row(
+                NAME,
+                label,
+                f"{m['jobs_per_s']}",
+                f"{bare}",
+                f"{m['jobs_per_s'] / bare:.3f}",
+                ">= 3000",
+                verdict(ok, m),
+            )
+        )
+    ref = out["by_concurrency"][str(out["recommended_concurrency"])]
+    result.append(
+        Row(
+            NAME,
+            f"jobs per worker CPU-second, --concurrency {ref['concurrency']} (one core's ceiling)",
+            f"{ref['jobs_per_cpu_s']}",
+            f"{out['bare']['jobs_per_cpu_s']}",
+            "",
+            ">= 3000",
+            verdict((ref["jobs_per_cpu_s"] or 0) >= 3000),
+        )
+    )
+    for name, m in out["variants"].items():
+        label = f"variant {name}, --concurrency {m['concurrency']}"
+        result.append(
+            Row(
+                NAME,
+                f"{label}: jobs/s vs as shipped",
+                f"{m['jobs_per_s']}",
+                f"{ref['jobs_per_s']}",
+                f"{m['jobs_per_s'] / ref['jobs_per_s']:.2f}",
+            )
+        )
+        if m.get("jobs_per_cpu_s") and ref.get("jobs_per_cpu_s"):
+            result.append(
+                Row(
+                    NAME,
+                    f"{label}: per CPU-s vs as shipped",
+                    f"{m['jobs_per_cpu_s']}",
+                    f"{ref['jobs_per_cpu_s']}",
+                    f"{m['jobs_per_cpu_s'] / ref['jobs_per_cpu_s']:.2f}",
+                )
+            )
+    proto = out.get("protocol")
+    if proto:
+        result.append(
+            Row(
+                NAME,
+                "protocol floor: fenced start+finish per job, no worker machinery, jobs/s",
+                f"{ref['jobs_per_s']}",
+                f"{proto['jobs_per_s']}",
+                f"{ref['jobs_per_s'] / proto['jobs_per_s']:.2f}",
+            )
+        )
+        if proto.get("jobs_per_cpu_s") and ref.get("jobs_per_cpu_s"):
+            result.append(
+                Row(
+                    NAME,
+                    "protocol floor, per CPU-second",
+                    f"{ref['jobs_per_cpu_s']}",
+                    f"{proto['jobs_per_cpu_s']}",
+                    f"{ref['jobs_per_cpu_s'] / proto['jobs_per_cpu_s']:.2f}",
+                )
+            )
+    best_run = out["by_concurrency"][str(out["best_concurrency"])]
+    result += [
+        Row(
+            NAME,
+            "Redis round trips per job (best N)",
+            f"{best_run['redis_round_trips_per_job']}",
+            f"{out['bare']['redis_round_trips_per_job']}",
+        ),
+        Row(
+            NAME,
+            "redis-py / hiredis",
+            f"{out['redis_py']} / {'active' if out['hiredis'] else 'NOT active'}",
+        ),
+    ]
+    return result
