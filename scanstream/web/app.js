@@ -1,15 +1,14 @@
 // scanstream dashboard. Plain JavaScript, no build step, no dependencies.
 //
 // A scan's page is a fold of its event log, done here exactly as the server's projection
-// does it (scanstream/projection.py): events arrive over Server-Sent Events (EventSource
-// reconnects by itself and resumes with Last-Event-ID), or, for a finished scan, from
-// /v1/scans/{id}/log. When the scan ends, /results and /v1/scans/{id} are read once to
-// confirm the fold (and to take over if they disagree).
+// does it (fold.js, a port of scanstream/projection.py): events arrive over Server-Sent Events
+// (EventSource reconnects by itself and resumes with Last-Event-ID), or, for a finished scan,
+// from /v1/scans/{id}/log. When the scan ends, /results and /v1/scans/{id} are read once to
+// confirm the fold (and to take over if they disagree), and the whole log is kept for the
+// replay: a scrubber that shows the fold of the first N events, for any N.
 "use strict";
 
-const TERMINAL_TYPES = new Set(["scan.completed", "scan.failed", "scan.cancelled"]);
-const TERMINAL_SCAN = new Set(["completed", "failed", "cancelled"]);
-const TERMINAL_STRATEGY = new Set(["completed", "failed", "cancelled"]);
+const { TERMINAL_TYPES, TERMINAL_SCAN } = ScanFold;
 const EVENT_TYPES = ["scan.requested", "strategy.started", "strategy.progress",
   "opportunity.found", "strategy.completed", "strategy.failed", "scan.cancel_requested",
   "scan.completed", "scan.failed", "scan.cancelled", "invalid"];
@@ -18,6 +17,7 @@ const THEME_KEY = "scanstream.theme";
 const LOG_KEEP = 300; // events kept in the event-log panel
 const RENDER_MS = 100;
 const MAX_ROWS = 1000; // opportunities drawn at once (sorting and filtering see them all)
+const CHECKPOINT_EVERY = 256; // the replay keeps a folded view every so many events
 
 // ---------------------------------------------------------------- small helpers
 
@@ -132,125 +132,11 @@ async function api(path, options = {}) {
 }
 
 // ---------------------------------------------------------------- the fold
-// A port of scanstream/projection.py: same idempotence rules, same states.
+// fold.js holds it (ScanFold): the same rules as scanstream/projection.py.
 
-function emptyView(scanId) {
-  return {
-    scan_id: scanId, user_id: null, state: "queued", created_at: null, updated_at: null,
-    finished_at: null, params: {}, strategies: new Map(), opportunities: new Map(),
-    seen: new Set(), cancel_requested: false, end_reason: null, last_event_id: null,
-    warnings: 0, events: 0,
-  };
-}
-
-function newStrategy(name) {
-  return { name, state: "pending", attempts: 0, progress: 0, opportunities: 0, error: null,
-           started_at: null, finished_at: null, message: "", runs: [] };
-}
-
-function fold(view, e) {
-  view.last_event_id = e.id;
-  view.events += 1;
-  if (e.problem !== undefined) { view.warnings += 1; return; }
-  if (view.seen.has(e.event_id)) return;
-  view.seen.add(e.event_id);
-  if (TERMINAL_SCAN.has(view.state)) { view.warnings += 1; return; }
-  if (e.type !== "scan.requested" && view.user_id === null) { view.warnings += 1; return; }
-  switch (e.type) {
-    case "scan.requested":
-      if (view.user_id !== null) { view.warnings += 1; return; }
-      view.user_id = e.user_id;
-      view.params = e.params || {};
-      view.created_at = e.ts;
-      view.strategies = new Map(e.strategies.map((n) => [n, newStrategy(n)]));
-      break;
-    case "strategy.started": case "strategy.progress": case "opportunity.found":
-    case "strategy.completed": case "strategy.failed":
-      foldStrategy(view, e);
-      break;
-    case "scan.cancel_requested":
-      view.cancel_requested = true;
-      break;
-    case "scan.completed": case "scan.failed": case "scan.cancelled":
-      view.state = e.type.slice(5);
-      view.finished_at = e.ts;
-      view.end_reason = e.reason || null;
-      for (const s of view.strategies.values()) {
-        if (!TERMINAL_STRATEGY.has(s.state)) {
-          s.state = "cancelled";
-          s.finished_at = e.ts;
-          closeRun(s, e.ts, "cancelled");
-        }
-      }
-      break;
-    default:
-      return;
-  }
-  view.updated_at = e.ts;
-}
-
-function closeRun(s, ts, result) {
-  const run = s.runs[s.runs.length - 1];
-  if (run && run.end === null) { run.end = ts; run.result = result; }
-}
-
-function foldStrategy(view, e) {
-  const s = view.strategies.get(e.strategy);
-  if (!s) { view.warnings += 1; return; }
-  if (TERMINAL_STRATEGY.has(s.state) || e.attempt < s.attempts) return;
-  switch (e.type) {
-    case "strategy.started":
-      if (e.attempt === s.attempts && s.state === "running") return;
-      closeRun(s, e.ts, "failed"); // a retry supersedes an attempt nobody closed
-      s.attempts = e.attempt;
-      s.state = "running";
-      s.progress = 0;
-      s.started_at = s.started_at || e.ts;
-      s.runs.push({ attempt: e.attempt, start: e.ts, end: null, result: "running" });
-      if (view.state === "queued") view.state = "running";
-      break;
-    case "strategy.progress":
-      if (e.attempt === s.attempts) { s.progress = e.progress; s.message = e.message || ""; }
-      break;
-    case "opportunity.found": {
-      const o = e.opportunity;
-      if (!view.opportunities.has(o.id)) {
-        view.opportunities.set(o.id, { ...o, _seen: performance.now() });
-        s.opportunities += 1;
-      }
-      break;
-    }
-    case "strategy.completed":
-      s.attempts = e.attempt;
-      s.state = "completed";
-      s.error = null; // an earlier attempt's failure no longer describes it
-      s.progress = 1;
-      s.finished_at = e.ts;
-      closeRun(s, e.ts, "completed");
-      break;
-    case "strategy.failed":
-      s.attempts = e.attempt;
-      s.error = e.error;
-      closeRun(s, e.ts, "failed");
-      if (e.final) { s.state = "failed"; s.finished_at = e.ts; }
-      else s.state = "pending";
-      break;
-  }
-}
-
-function progressOf(view) {
-  if (TERMINAL_SCAN.has(view.state)) return 1;
-  if (!view.strategies.size) return 0;
-  let done = 0;
-  for (const s of view.strategies.values()) done += TERMINAL_STRATEGY.has(s.state) ? 1 : s.progress;
-  return Math.round((done / view.strategies.size) * 10000) / 10000;
-}
-
-function countState(view, state) {
-  let n = 0;
-  for (const s of view.strategies.values()) if (s.state === state) n += 1;
-  return n;
-}
+const progressOf = ScanFold.progress;
+const countState = ScanFold.countState;
+const rankedOpportunities = ScanFold.ranked;
 
 // ---------------------------------------------------------------- the open scan
 
@@ -275,9 +161,9 @@ function closeStream() {
 async function openScan(scanId, { push = true } = {}) {
   closeStream();
   const cur = {
-    id: scanId, view: emptyView(scanId), es: null, lastId: null, received: [],
+    id: scanId, view: ScanFold.empty(scanId), es: null, lastId: null, received: [],
     duplicates: 0, ended: false, reconnects: 0, retryDelay: 1000, log: [],
-    results: null, source: "live", mismatch: null,
+    results: null, source: "live", mismatch: null, seenAt: new Map(), replay: null,
   };
   state.current = cur;
   if (push && location.hash !== `#scan=${scanId}`) history.replaceState(null, "", `#scan=${scanId}`);
@@ -299,26 +185,36 @@ async function openScan(scanId, { push = true } = {}) {
   if (state.current !== cur) return;
   if (TERMINAL_SCAN.has(status.state)) {
     cur.source = "log";
-    await loadLog(cur);
-    if (state.current === cur) await finish(cur);
+    const entries = await loadLog(cur);
+    if (state.current !== cur) return;
+    if (entries) startReplay(cur, entries);
+    await finish(cur);
   } else {
     connect(cur);
     cur.clock = setInterval(() => scheduleRender(), 1000);
   }
 }
 
-async function loadLog(cur) {
-  setConn("connecting", "reading log");
+async function readLog(cur, onPage) { // every entry of /log, page after page until `next` is null
+  const entries = [];
   let after = null;
   do {
     const q = new URLSearchParams({ limit: "1000" });
     if (after) q.set("after", after);
     const page = await api(`/v1/scans/${cur.id}/log?${q}`);
-    if (state.current !== cur) return;
-    for (const e of page.events) accept(cur, e);
+    if (state.current !== cur) return null;
+    entries.push(...page.events);
+    if (onPage) onPage(page.events);
     after = page.next;
   } while (after);
-  render();
+  return entries;
+}
+
+async function loadLog(cur) {
+  setConn("connecting", "reading log");
+  const entries = await readLog(cur, (events) => { for (const e of events) accept(cur, e); });
+  if (entries) render();
+  return entries;
 }
 
 function connect(cur) {
@@ -369,7 +265,10 @@ function accept(cur, e) {
   if (!idAfter(e.id, cur.lastId)) { cur.duplicates += 1; return; } // never fold twice
   cur.lastId = e.id;
   cur.received.push(e.id);
-  fold(cur.view, e);
+  const oid = e.type === "opportunity.found" && e.problem === undefined ? e.opportunity?.id : undefined;
+  const had = oid !== undefined && cur.view.opportunities.has(oid);
+  ScanFold.apply(cur.view, e);
+  if (oid !== undefined && !had && cur.view.opportunities.has(oid)) cur.seenAt.set(oid, performance.now());
   cur.log.push(e);
   if (cur.log.length > LOG_KEEP) cur.log.splice(0, cur.log.length - LOG_KEEP);
   scheduleRender();
@@ -415,14 +314,143 @@ async function finish(cur) {
   } catch (err) {
     console.warn("scanstream: could not read the results", err);
   }
+  if (cur.replay) checkReplay(cur);
   render();
   loadScans();
+  if (!cur.replay && state.current === cur) { // watched live: read the whole log for the replay
+    try {
+      const entries = await readLog(cur);
+      if (entries && state.current === cur) { startReplay(cur, entries); checkReplay(cur); render(); }
+    } catch (err) {
+      console.warn("scanstream: could not read the log for the replay", err);
+    }
+  }
 }
 
-function rankedOpportunities(view) {
-  return [...view.opportunities.values()].sort(
-    (a, b) => b.score - a.score || cmpStr(a.id, b.id));
+// ---------------------------------------------------------------- the replay
+// A finished scan's whole log, and a position N in it (1..length): the page then shows the
+// fold of the first N entries, as the server's projection would have shown it then.
+
+function startReplay(cur, entries) {
+  if (!entries.length) return;
+  const checkpoints = [];
+  const v = ScanFold.empty(cur.id);
+  entries.forEach((e, i) => {
+    if (i % CHECKPOINT_EVERY === 0) checkpoints.push(ScanFold.copy(v));
+    ScanFold.apply(v, e);
+  });
+  const times = [];
+  let last = null;
+  for (const e of entries) { // an unreadable entry has no ts: its stream id tells when it came
+    const t = (e.ts ? tsMs(e.ts) : null) ?? Number(String(e.id).split("-")[0]);
+    last = Number.isFinite(t) ? t : last;
+    times.push(last);
+  }
+  cur.replay = { entries, times, checkpoints, final: v, pos: entries.length, view: v, differs: null };
+  const range = $("replay-range");
+  range.max = String(entries.length);
+  range.value = String(entries.length);
 }
+
+function viewAt(r, n) {
+  if (n === r.entries.length) return r.final;
+  const k = Math.floor(n / CHECKPOINT_EVERY);
+  return ScanFold.fold(r.checkpoints[k], r.entries.slice(k * CHECKPOINT_EVERY, n));
+}
+
+function scrubTo(cur, n) {
+  const r = cur?.replay;
+  if (!r) return;
+  n = Math.min(r.entries.length, Math.max(1, Math.round(Number(n)) || 1));
+  if (n !== r.pos) {
+    r.pos = n;
+    r.view = viewAt(r, n);
+  }
+  render();
+}
+
+function checkReplay(cur) { // the fold of the whole log against what the server said
+  const r = cur.replay;
+  if (!cur.status || !cur.results) return;
+  const mine = ScanFold.status(r.final), theirs = cur.status;
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  const differs = [];
+  if (mine.state !== theirs.state) differs.push("state");
+  if (!same(mine.strategies, theirs.strategies)) differs.push("strategies");
+  if (!same(ScanFold.results(r.final).opportunities.map((o) => o.id),
+            cur.results.opportunities.map((o) => o.id))) differs.push("opportunities");
+  r.differs = differs;
+  if (differs.length) console.warn("scanstream: the fold of the log differs from the server on", differs);
+}
+
+function replayAtEnd(r) { return !r || r.pos === r.entries.length; }
+
+// What the page shows: the live (or confirmed) view, or the replay's view at its position.
+function shownView(cur) {
+  const r = cur.replay;
+  if (!r || (replayAtEnd(r) && (cur.mismatch || r.differs?.length))) return cur.view;
+  return r.view;
+}
+
+function replayNow(cur) { // the clock of the shown view: the scrubbed event's time, or now
+  const r = cur.replay;
+  return r && !replayAtEnd(r) ? r.times[r.pos - 1] : Date.now();
+}
+
+function nearestEvent(r, t) { // the last event at or before time t (the first one if none)
+  let best = 1;
+  for (let i = 0; i < r.times.length; i += 1) if (r.times[i] <= t) best = i + 1;
+  return best;
+}
+
+function renderReplay(cur) {
+  const r = cur.replay;
+  $("replay").hidden = !r;
+  $("scan-asof").hidden = replayAtEnd(r);
+  if (!r) return;
+  const total = r.entries.length, e = r.entries[r.pos - 1];
+  const range = $("replay-range");
+  if (range.value !== String(r.pos)) range.value = String(r.pos);
+  range.setAttribute("aria-valuetext", `event ${r.pos} of ${total}: ${e.type}`);
+  $("replay").dataset.pos = String(r.pos);
+  $("replay").dataset.total = String(total);
+  $("replay").dataset.eventId = e.id;
+  $("replay-pos").textContent = `${r.pos} / ${total}`;
+  $("replay-first").disabled = $("replay-prev").disabled = r.pos <= 1;
+  $("replay-next").disabled = $("replay-last").disabled = r.pos >= total;
+  const t = r.times[r.pos - 1], t0 = tsMs(r.final.created_at);
+  $("replay-at").textContent = fmtClock(t);
+  $("replay-off").textContent = t0 === null || t === null ? "" : `+${fmtOffset(t - t0)}`;
+  const ty = $("replay-type");
+  ty.textContent = e.type || "(no type)";
+  ty.className = `ty ${e.problem !== undefined ? "problem" : typeClass(e.type)}`;
+  $("replay-who").textContent = e.strategy ? `${e.strategy}${e.attempt > 1 ? ` #${e.attempt}` : ""}` : "";
+  $("replay-sum").textContent = summary(e);
+  $("replay-sum").title = summary(e);
+  $("scan-asof").textContent = `as of event ${r.pos} / ${total}`;
+  const warnBox = $("replay-warning");
+  warnBox.hidden = !r.differs?.length;
+  if (r.differs?.length) {
+    warnBox.textContent = `The fold of the log differs from the server on ${r.differs.join(", ")}; `
+      + "at the last event the page shows the server's answer.";
+  }
+}
+
+function typeClass(type) {
+  if (type === "strategy.completed" || type === "scan.completed") return "ok";
+  if (type === "strategy.failed" || type === "scan.failed") return "bad";
+  if (type === "scan.cancelled" || type === "scan.cancel_requested") return "warn";
+  if (type === "opportunity.found") return "found";
+  return "";
+}
+
+function fmtClock(t) {
+  if (t === null || t === undefined) return "–";
+  const d = new Date(t);
+  return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+}
+
+function fmtOffset(ms) { return ms < 60000 ? `${(ms / 1000).toFixed(3)}s` : fmtDuration(ms); }
 
 // ---------------------------------------------------------------- rendering
 
@@ -444,7 +472,8 @@ function render() {
   lastRender = performance.now();
   const cur = state.current;
   if (!cur) return;
-  const v = cur.view;
+  const v = shownView(cur);
+  const now = replayNow(cur);
   const progress = progressOf(v);
 
   $("scan-id").textContent = v.scan_id;
@@ -453,7 +482,7 @@ function render() {
   badge.className = `badge s-${v.state}`;
   $("scan-reason").textContent = v.end_reason ? `(${v.end_reason})`
     : v.cancel_requested && !TERMINAL_SCAN.has(v.state) ? "cancelling…" : "";
-  $("cancel").hidden = TERMINAL_SCAN.has(v.state) || v.user_id === null;
+  $("cancel").hidden = TERMINAL_SCAN.has(cur.view.state) || cur.view.user_id === null;
   $("overall-fill").style.width = `${progress * 100}%`;
   $("overall-fill").className = `fill s-${TERMINAL_SCAN.has(v.state) ? v.state : "running"}`;
   $("overall-bar").setAttribute("aria-valuenow", String(Math.round(progress * 100)));
@@ -466,28 +495,34 @@ function render() {
   $("stat-failed").classList.toggle("neg", failed > 0);
   $("stat-opps").textContent = String(v.opportunities.size);
   const start = tsMs(v.created_at);
-  const end = v.finished_at ? tsMs(v.finished_at) : Date.now();
+  const end = v.finished_at ? tsMs(v.finished_at) : now;
   $("stat-elapsed").textContent = start === null ? "–" : fmtDuration(end - start);
   $("stat-created").textContent = fmtTime(v.created_at);
   $("stat-events").textContent = String(v.events);
   const warn = $("scan-warnings");
-  warn.hidden = !v.warnings;
-  warn.textContent = `${v.warnings} log ${v.warnings === 1 ? "entry was" : "entries were"} skipped (unreadable, repeated or late).`;
+  const skipped = v.warnings_count;
+  warn.hidden = !skipped;
+  warn.textContent = `${skipped} log ${skipped === 1 ? "entry was" : "entries were"} skipped (unreadable, repeated or late).`;
 
-  renderStrategies(v);
-  renderTimeline(v);
-  renderOpportunities(cur);
-  renderLog(cur);
+  const r = cur.replay;
+  const e = r && !replayAtEnd(r) ? r.entries[r.pos - 1] : null; // the scrubbed-to event
+  renderReplay(cur);
+  renderStrategies(v, now, e?.strategy);
+  renderTimeline(r ? r.final : v, r ? r.times[r.pos - 1] : null);
+  renderOpportunities(cur, v, e?.type === "opportunity.found" ? e.opportunity?.id : null);
+  renderLog(cur, r ? r.entries[r.pos - 1].id : null);
 }
 
-function renderStrategies(v) {
+function renderStrategies(v, now, current) {
   const rows = [];
-  const now = Date.now();
   for (const s of v.strategies.values()) {
     const started = tsMs(s.started_at);
     const took = started === null ? null : (s.finished_at ? tsMs(s.finished_at) : now) - started;
     const failedMsg = s.error && s.state !== "completed" ? `${s.error.type}: ${s.error.message}` : null;
-    rows.push(h("tr", { "data-strategy": s.name, "data-state": s.state },
+    rows.push(h("tr", {
+      "data-strategy": s.name, "data-state": s.state, "data-attempts": String(s.attempts),
+      "data-progress": String(ScanFold.round4(s.progress)), "data-found": String(s.opportunities),
+      class: s.name === current ? "current" : null },
       h("td", { class: "name", text: s.name }),
       h("td", {},
         h("span", { class: `badge s-${s.state}`, text: s.state }),
@@ -505,15 +540,20 @@ function renderStrategies(v) {
   $("strategies").tBodies[0].replaceChildren(...rows);
 }
 
-function renderTimeline(v) {
+// `marker`: the time of the replay's event (ms), drawn as a line with what follows it dimmed.
+function renderTimeline(v, marker = null) {
   const box = $("timeline");
   const t0 = tsMs(v.created_at);
+  box.classList.toggle("scrubbable", marker !== null);
   if (t0 === null || !v.strategies.size) {
     box.replaceChildren(h("div", { class: "none", text: "Waiting for the scan to start." }));
     return;
   }
   const t1 = Math.max(t0 + 1000, v.finished_at ? tsMs(v.finished_at) : Date.now());
   const span = t1 - t0;
+  renderTimeline.span = { t0, span };
+  const at = marker === null ? null : `${Math.min(100, Math.max(0, (marker - t0) / span * 100))}%`;
+  const now = () => (at === null ? [] : [h("div", { class: "future", left: at }), h("div", { class: "now", left: at })]);
   const parts = [];
   for (const s of v.strategies.values()) {
     parts.push(h("div", { class: "label", text: s.name }));
@@ -525,7 +565,7 @@ function renderTimeline(v) {
         title: `${s.name} attempt ${r.attempt}: ${r.result}, ${fmtDuration(
           ((r.end ? tsMs(r.end) : Date.now()) ?? 0) - (tsMs(r.start) ?? 0))}` });
     });
-    parts.push(h("div", { class: "track" }, segs));
+    parts.push(h("div", { class: "track" }, segs, now()));
   }
   const ticks = [];
   const step = niceStep(span / 6);
@@ -533,8 +573,19 @@ function renderTimeline(v) {
     const label = step < 1000 ? `${+(t / 1000).toFixed(2)}s` : fmtDuration(t);
     ticks.push(h("span", { class: "tick", left: `${(t / span) * 100}%`, text: label }));
   }
+  if (at !== null) ticks.push(h("span", { class: "now-head", left: at }));
   parts.push(h("div", {}), h("div", { class: "axis" }, ticks));
   box.replaceChildren(...parts);
+}
+
+function onTimelineClick(ev) { // jump the replay to the last event at the clicked time
+  const cur = state.current, r = cur?.replay, span = renderTimeline.span;
+  const track = $("timeline").querySelector(".track");
+  if (!r || !span || !track) return;
+  const box = track.getBoundingClientRect();
+  if (ev.clientX < box.left - 4) return; // a strategy's label
+  const frac = Math.min(1, Math.max(0, (ev.clientX - box.left) / box.width));
+  scrubTo(cur, nearestEvent(r, span.t0 + frac * span.span));
 }
 
 function niceStep(ms) {
@@ -558,8 +609,7 @@ function detailsText(o) {
     `${k}=${typeof v === "number" ? +v.toPrecision(4) : JSON.stringify(v)}`).join("  ");
 }
 
-function renderOpportunities(cur) {
-  const v = cur.view;
+function renderOpportunities(cur, v, current) {
   const ranked = rankedOpportunities(v);
   const rank = new Map(ranked.map((o, i) => [o.id, i + 1]));
   let rows = ranked;
@@ -578,8 +628,10 @@ function renderOpportunities(cur) {
   const shown = rows.length > MAX_ROWS ? rows.slice(0, MAX_ROWS) : rows;
   const trs = shown.map((o) => {
     const er = o.expected_return;
-    const age = o._seen ? now - o._seen : Infinity;
-    const tr = h("tr", { "data-id": o.id, class: age < 1500 ? "fresh" : null },
+    const seen = replayAtEnd(cur.replay) ? cur.seenAt.get(o.id) : undefined;
+    const age = seen ? now - seen : Infinity;
+    const tr = h("tr", { "data-id": o.id,
+                         class: o.id === current ? "current" : age < 1500 ? "fresh" : null },
       h("td", { class: "num muted", text: String(rank.get(o.id)) }),
       h("td", { class: "num" }, h("span", { class: "score" },
         h("span", { class: "mini" }, h("div", { width: `${o.score * 100}%` })),
@@ -599,7 +651,9 @@ function renderOpportunities(cur) {
     ? `Showing the first ${MAX_ROWS} of ${rows.length}: sort or filter to see others.`
     : v.opportunities.size ? "No opportunity matches the filter." : "Nothing found yet.";
   $("opp-count").textContent = f ? `${rows.length} of ${v.opportunities.size}` : String(v.opportunities.size);
-  $("opp-source").textContent = cur.results ? "confirmed by /results" : cur.source === "live" ? "live" : "";
+  const r = cur.replay;
+  $("opp-source").textContent = !replayAtEnd(r) ? `as of event ${r.pos}`
+    : cur.results ? "confirmed by /results" : cur.source === "live" ? "live" : "";
   for (const th of $("opps").tHead.rows[0].cells) {
     if (th.dataset.key === key) th.setAttribute("aria-sort", dir < 0 ? "descending" : "ascending");
     else th.removeAttribute("aria-sort");
@@ -621,15 +675,36 @@ function summary(e) {
   }
 }
 
-function renderLog(cur) {
-  $("log-count").textContent = String(cur.view.events);
+// Newest first. With a replay: the entries around its position, the later ones dimmed, and a
+// click on one moves the replay there.
+function renderLog(cur, currentId = null) {
+  const r = cur.replay;
+  $("log-count").textContent = String(r ? r.entries.length : cur.view.events);
   if (!$("log-panel").open) return;
-  const items = cur.log.slice().reverse().map((e) => h("li", { class: e.problem !== undefined ? "problem" : null },
+  let shown = cur.log, first = 0;
+  if (r) {
+    first = Math.max(0, Math.min(r.pos - Math.ceil(LOG_KEEP / 2), r.entries.length - LOG_KEEP));
+    shown = r.entries.slice(first, first + LOG_KEEP);
+  }
+  const items = shown.map((e, i) => h("li", {
+    "data-id": e.id,
+    class: [e.problem !== undefined ? "problem" : "", e.id === currentId ? "current" : "",
+            r && first + i >= r.pos ? "later" : ""].filter(Boolean).join(" ") || null,
+    onclick: r ? () => scrubTo(cur, first + i + 1) : null,
+    title: r ? `Replay to event ${first + i + 1}` : null },
     h("span", { class: "t", text: e.id }),
     h("span", { class: "t", text: e.ts ? fmtTime(e.ts) : "" }),
     h("span", { class: "ty", text: e.type }),
     h("span", { class: "sum", text: `${e.strategy ? e.strategy + " · " : ""}${summary(e)}` })));
-  $("event-log").replaceChildren(...items);
+  const list = $("event-log");
+  list.classList.toggle("scrubbable", !!r);
+  list.replaceChildren(...items.reverse());
+  const here = r ? list.querySelector("li.current") : null;
+  if (here) { // keep the current entry in view, scrolling the list only (never the page)
+    const top = here.offsetTop - list.offsetTop, bottom = top + here.offsetHeight;
+    if (top < list.scrollTop) list.scrollTop = top;
+    else if (bottom > list.scrollTop + list.clientHeight) list.scrollTop = bottom - list.clientHeight;
+  }
 }
 
 // ---------------------------------------------------------------- scans list, new scan
@@ -758,6 +833,18 @@ async function enter() {
   if (m) openScan(m[1], { push: false });
 }
 
+// ← / → step through the replay from anywhere on the page (shift: ten at a time), except
+// while typing; on the range input itself the browser's own keys apply (Home, End, PageUp...).
+function onReplayKey(ev) {
+  const cur = state.current, r = cur?.replay;
+  if (!r || $("app").hidden || $("scan").hidden || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+  if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight") return;
+  const t = ev.target;
+  if (t === $("replay-range") || t.closest?.("input, textarea, select, [contenteditable]")) return;
+  ev.preventDefault();
+  scrubTo(cur, r.pos + (ev.key === "ArrowLeft" ? -1 : 1) * (ev.shiftKey ? 10 : 1));
+}
+
 function applyTheme(theme) {
   if (theme) document.documentElement.dataset.theme = theme;
   else delete document.documentElement.dataset.theme;
@@ -816,6 +903,14 @@ function init() {
   });
   $("opp-filter").addEventListener("input", (ev) => { state.filter = ev.target.value; scheduleRender(); });
   $("log-panel").addEventListener("toggle", () => render());
+  const step = (d) => () => { const r = state.current?.replay; if (r) scrubTo(state.current, r.pos + d); };
+  $("replay-first").addEventListener("click", () => scrubTo(state.current, 1));
+  $("replay-prev").addEventListener("click", step(-1));
+  $("replay-next").addEventListener("click", step(1));
+  $("replay-last").addEventListener("click", () => scrubTo(state.current, Infinity));
+  $("replay-range").addEventListener("input", (ev) => scrubTo(state.current, ev.target.value));
+  $("timeline").addEventListener("click", onTimelineClick);
+  document.addEventListener("keydown", onReplayKey);
   for (const th of $("opps").tHead.rows[0].cells) {
     th.addEventListener("click", () => {
       const key = th.dataset.key;
