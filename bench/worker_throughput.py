@@ -315,9 +315,10 @@ def _line(m: dict[str, Any]) -> str:
     check = m.get("verify")
     if check:
         checked = check["problems"] or "all completed, one terminal event each"
-        text += (
-            f"; checked {check['scans_checked']} scans: {checked}"
+        text += f"; checked {check['scans_checked']} scans: {checked}" + (
             f"; from events: {m['jobs_per_s_from_events']} jobs/s"
+            if "jobs_per_s_from_events" in m
+            else ""
         )
     return text
 

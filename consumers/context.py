@@ -54,12 +54,24 @@ class RunContext:
         return self.stop_reason is not None
 
     def opportunity(
-        self, *, symbol: str, side: Side, score: float, expected_return: float,
-        details: Mapping[str, Any] | None = None, key: str = "",
+        self,
+        *,
+        symbol: str,
+        side: Side,
+        score: float,
+        expected_return: float,
+        details: Mapping[str, Any] | None = None,
+        key: str = "",
     ) -> Opportunity:
         return make_opportunity(
-            strategy=self.strategy, fingerprint=self._fingerprint(), symbol=symbol, side=side,
-            score=score, expected_return=expected_return, details=details, key=key,
+            strategy=self.strategy,
+            fingerprint=self._fingerprint(),
+            symbol=symbol,
+            side=side,
+            score=score,
+            expected_return=expected_return,
+            details=details,
+            key=key,
         )
 
     async def found(self, opportunity: Opportunity) -> None:
@@ -67,10 +79,14 @@ class RunContext:
         if opportunity.id in self._found_ids:
             return
         self._found_ids.add(opportunity.id)
-        self._pending.append(ev.stamp(
-            ev.OpportunityFound, strategy=self.strategy, attempt=self.attempt,
-            opportunity=opportunity,
-        ))
+        self._pending.append(
+            ev.stamp(
+                ev.OpportunityFound,
+                strategy=self.strategy,
+                attempt=self.attempt,
+                opportunity=opportunity,
+            )
+        )
 
     async def progress(self, fraction: float, message: str = "") -> None:
         self._raise_if_stopped()
@@ -78,10 +94,15 @@ class RunContext:
         if not self._pending and now - self._last_progress_write < PROGRESS_INTERVAL_S:
             return
         self._last_progress_write = now
-        self._pending.append(ev.stamp(
-            ev.StrategyProgress, strategy=self.strategy, attempt=self.attempt,
-            progress=min(1.0, max(0.0, float(fraction))), message=message[:200],
-        ))
+        self._pending.append(
+            ev.stamp(
+                ev.StrategyProgress,
+                strategy=self.strategy,
+                attempt=self.attempt,
+                progress=min(1.0, max(0.0, float(fraction))),
+                message=message[:200],
+            )
+        )
         await self.flush()
 
     # -- used by the runner ------------------------------------------------------------

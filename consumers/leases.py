@@ -66,8 +66,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def job_from_entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None,
-                   deliveries: int = 1) -> Job | None:
+def job_from_entry(
+    entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1
+) -> Job | None:
     """A Job, or None for an entry without a usable body."""
     if not fields or b"scan_id" not in fields or b"strategy" not in fields:
         return None

@@ -16,72 +16,102 @@ from scanstream.errors import ConfigError
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 JOBS = Counter(
-    "scanstream_worker_jobs", "Jobs this worker finished with, by outcome "
+    "scanstream_worker_jobs",
+    "Jobs this worker finished with, by outcome "
     "(completed, failed, stopped: the scan ended, lost: another worker took the job, "
-    "skipped: nothing left to do)", ["outcome"], registry=REGISTRY,
+    "skipped: nothing left to do)",
+    ["outcome"],
+    registry=REGISTRY,
 )
 ATTEMPTS = Counter(
-    "scanstream_worker_attempts", "Strategy attempts started", ["strategy"], registry=REGISTRY,
+    "scanstream_worker_attempts",
+    "Strategy attempts started",
+    ["strategy"],
+    registry=REGISTRY,
 )
 DURATION = Histogram(
-    "scanstream_worker_strategy_duration_seconds", "Strategy attempt run time, by outcome",
-    ["strategy", "outcome"], registry=REGISTRY,
+    "scanstream_worker_strategy_duration_seconds",
+    "Strategy attempt run time, by outcome",
+    ["strategy", "outcome"],
+    registry=REGISTRY,
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 RETRIES = Counter(
-    "scanstream_worker_retries", "Failed attempts that will be retried", ["strategy"],
+    "scanstream_worker_retries",
+    "Failed attempts that will be retried",
+    ["strategy"],
     registry=REGISTRY,
 )
 TIMEOUTS = Counter(
-    "scanstream_worker_timeouts", "Attempts stopped by their time limit", ["strategy"],
+    "scanstream_worker_timeouts",
+    "Attempts stopped by their time limit",
+    ["strategy"],
     registry=REGISTRY,
 )
 DEAD_LETTERS = Counter(
-    "scanstream_worker_dead_letters", "Jobs sent to the dead-letter stream", ["strategy"],
+    "scanstream_worker_dead_letters",
+    "Jobs sent to the dead-letter stream",
+    ["strategy"],
     registry=REGISTRY,
 )
 RECLAIMS = Counter(
-    "scanstream_worker_reclaims", "Jobs taken over from idle (dead or frozen) workers",
+    "scanstream_worker_reclaims",
+    "Jobs taken over from idle (dead or frozen) workers",
     registry=REGISTRY,
 )
 CLAIMS_LOST = Counter(
-    "scanstream_worker_claims_lost", "Running jobs this worker found taken by another",
+    "scanstream_worker_claims_lost",
+    "Running jobs this worker found taken by another",
     registry=REGISTRY,
 )
 UNUSABLE_JOBS = Counter(
-    "scanstream_worker_unusable_jobs", "Job entries acknowledged without running: no body "
-    "(deleted while pending) or a body that names no scan", ["reason"], registry=REGISTRY,
+    "scanstream_worker_unusable_jobs",
+    "Job entries acknowledged without running: no body "
+    "(deleted while pending) or a body that names no scan",
+    ["reason"],
+    registry=REGISTRY,
 )
 UNREADABLE_REQUESTS = Counter(
-    "scanstream_worker_unreadable_scan_requests", "Jobs whose scan.requested entry could "
-    "not be read (hostile or corrupt log); the strategy fails for good", registry=REGISTRY,
+    "scanstream_worker_unreadable_scan_requests",
+    "Jobs whose scan.requested entry could "
+    "not be read (hostile or corrupt log); the strategy fails for good",
+    registry=REGISTRY,
 )
 DEADLINE_ENDS = Counter(
-    "scanstream_worker_deadline_ends", "Scans this worker ended at their deadline",
+    "scanstream_worker_deadline_ends",
+    "Scans this worker ended at their deadline",
     registry=REGISTRY,
 )
 TRIMMED = Counter(
-    "scanstream_worker_jobs_trimmed", "Acknowledged job entries trimmed from the job stream",
+    "scanstream_worker_jobs_trimmed",
+    "Acknowledged job entries trimmed from the job stream",
     registry=REGISTRY,
 )
 CONSUMERS_PRUNED = Counter(
-    "scanstream_worker_consumers_pruned", "Gone consumers (no pending job) removed",
+    "scanstream_worker_consumers_pruned",
+    "Gone consumers (no pending job) removed",
     registry=REGISTRY,
 )
 REDIS_ERRORS = Counter(
-    "scanstream_worker_redis_errors", "Redis unreachable, seen by a worker loop", ["loop"],
+    "scanstream_worker_redis_errors",
+    "Redis unreachable, seen by a worker loop",
+    ["loop"],
     registry=REGISTRY,
 )
 INFLIGHT = Gauge(
-    "scanstream_worker_inflight_jobs", "Jobs running in this worker now", registry=REGISTRY,
+    "scanstream_worker_inflight_jobs",
+    "Jobs running in this worker now",
+    registry=REGISTRY,
 )
 LAG = Gauge(
-    "scanstream_worker_job_lag", "Jobs not yet delivered to the group (last reaper round)",
+    "scanstream_worker_job_lag",
+    "Jobs not yet delivered to the group (last reaper round)",
     registry=REGISTRY,
 )
 PENDING = Gauge(
-    "scanstream_worker_jobs_pending", "Jobs delivered but not yet acknowledged (last reaper "
-    "round)", registry=REGISTRY,
+    "scanstream_worker_jobs_pending",
+    "Jobs delivered but not yet acknowledged (last reaper round)",
+    registry=REGISTRY,
 )
 
 

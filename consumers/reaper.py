@@ -79,8 +79,11 @@ class Reaper:
         )
         if pruned:
             metrics.CONSUMERS_PRUNED.inc(len(pruned))
-            log.info("removed %d gone consumers with no pending job: %s", len(pruned),
-                     ", ".join(pruned[:10]))
+            log.info(
+                "removed %d gone consumers with no pending job: %s",
+                len(pruned),
+                ", ".join(pruned[:10]),
+            )
         await self._gauges()
         return RoundReport(ended, forgotten, trimmed, pruned)
 
@@ -94,9 +97,12 @@ class Reaper:
                 if status == "ok":
                     ended.append((scan_id, terminal))
                     metrics.DEADLINE_ENDS.inc()
-                    log.warning("scan ended at its deadline (%gs): %s",
-                                self.settings.scan_deadline_s, terminal,
-                                extra={"scan_id": scan_id, "worker": self.name})
+                    log.warning(
+                        "scan ended at its deadline (%gs): %s",
+                        self.settings.scan_deadline_s,
+                        terminal,
+                        extra={"scan_id": scan_id, "worker": self.name},
+                    )
                 else:
                     forgotten += 1
             if len(overdue) < OVERDUE_BATCH:

@@ -18,6 +18,7 @@ few times is not failed for it.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,7 +48,9 @@ class Run:
     """One in-flight job, as the worker's heartbeat and cancel watcher see it."""
 
     job: Job
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    # The current attempt's (or retry backoff's) scope; each attempt checks `stop_reason`
+    # when it opens its scope, so a stop that comes before any scope still stops it.
+    scope: anyio.CancelScope | None = None
     context: RunContext | None = None
     stop_reason: str | None = None  # "cancelled" (scan ended) or "lost" (claim taken)
 
@@ -55,7 +58,8 @@ class Run:
         self.stop_reason = self.stop_reason or reason
         if self.context is not None:
             self.context.stop_reason = self.stop_reason
-        self.scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 async def _always_owned(job: Job) -> bool:
@@ -93,17 +97,18 @@ class JobRunner:
             if not started.ok:
                 # ended / done / missing: nothing left to do for this job.
                 metrics.JOBS.labels("skipped").inc()
-                log.info("job needs no run: %s", started.status,
-                         extra=self._extra(job, None))
+                log.info("job needs no run: %s", started.status, extra=self._extra(job, None))
                 return True
             if started.attempt > LOST_ATTEMPTS_FACTOR * self.settings.max_attempts:
                 error = ev.ErrorInfo(
                     type="WorkerLost",
                     message=f"{started.attempt - 1} attempts started and never finished or "
-                            "failed; their workers died or froze",
+                    "failed; their workers died or froze",
                 )
-                log.error("strategy abandoned after lost attempts",
-                          extra=self._extra(job, started.attempt))
+                log.error(
+                    "strategy abandoned after lost attempts",
+                    extra=self._extra(job, started.attempt),
+                )
                 return await self._fail(run, started.attempt, error, final=True)
             verdict = await self._attempt(run, started.attempt, started.requested)
             if verdict is not None:
@@ -119,30 +124,44 @@ class JobRunner:
             if params is None:
                 metrics.UNREADABLE_REQUESTS.inc()
             problem = "unknown strategy" if strategy is None else "scan.requested is unreadable"
-            error = ev.ErrorInfo(type="UnknownStrategy" if strategy is None else "UnreadableScan",
-                                 message=f"{job.strategy}: {problem}")
+            error = ev.ErrorInfo(
+                type="UnknownStrategy" if strategy is None else "UnreadableScan",
+                message=f"{job.strategy}: {problem}",
+            )
             log.error("strategy cannot run: %s", problem, extra=extra)
             return await self._fail(run, attempt, error, final=True)
         context = RunContext(
-            self.store, scan_id=job.scan_id, strategy=job.strategy, attempt=attempt,
-            params=params, market_factory=self.market_factory,
+            self.store,
+            scan_id=job.scan_id,
+            strategy=job.strategy,
+            attempt=attempt,
+            params=params,
+            market_factory=self.market_factory,
         )
         run.context = context
         timeout = strategy.timeout_s or self.settings.strategy_timeout_s
-        run.scope = anyio.CancelScope()
+        # One scope per attempt serves both the stop (run.stop cancels it) and the time
+        # limit (its deadline, lifted before the finishing write). A scope with a timer
+        # costs ~7-10 us, a visible share of a short job's whole cost, so one, not two.
+        deadline = anyio.current_time() + timeout
+        scope = run.scope = anyio.CancelScope(deadline=deadline)
         if run.stop_reason:  # stopped while between attempts
             context.stop_reason = run.stop_reason
-            run.scope.cancel()
+            scope.cancel()
         label = self.labels(job.strategy)
         began = time.monotonic()
         log.info("strategy started", extra=extra)
         metrics.ATTEMPTS.labels(label).inc()
         try:
-            with run.scope:
-                with anyio.fail_after(timeout):
-                    await strategy.run(context)
+            with scope:
+                await strategy.run(context)
+                if scope.cancel_called and run.stop_reason is None:
+                    raise TimeoutError  # it returned only after its time limit fired
+                scope.deadline = math.inf  # the limit is the strategy's, not the write's
                 completed = ev.stamp(
-                    ev.StrategyCompleted, strategy=job.strategy, attempt=attempt,
+                    ev.StrategyCompleted,
+                    strategy=job.strategy,
+                    attempt=attempt,
                     opportunities=context.found_count,
                     duration_ms=int((time.monotonic() - began) * 1000),
                 )
@@ -157,10 +176,21 @@ class JobRunner:
                     self._log_stop(run, "cancelled" if outcome.status == "ended" else "done", extra)
                     return True
                 metrics.JOBS.labels("completed").inc()
-                ended = f", scan ended {outcome.terminal}" if outcome.terminal else ""
-                log.info("strategy completed: %d opportunities%s", context.found_count, ended,
-                         extra=extra)
+                if log.isEnabledFor(logging.DEBUG):  # per job; the scan's log records it
+                    ended = f", scan ended {outcome.terminal}" if outcome.terminal else ""
+                    log.debug(
+                        "strategy completed: %d opportunities%s",
+                        context.found_count,
+                        ended,
+                        extra=extra,
+                    )
                 return True
+            if (
+                scope.cancelled_caught
+                and run.stop_reason is None
+                and anyio.current_time() >= deadline
+            ):
+                raise TimeoutError  # the time limit, not a stop
         except StrategyStopped:
             pass
         except TimeoutError:
@@ -175,8 +205,13 @@ class JobRunner:
             metrics.DURATION.labels(label, "failed").observe(time.monotonic() - began)
             error = ev.ErrorInfo(type=type(exc).__name__, message=str(exc)[:500])
             final = attempt >= self.settings.max_attempts
-            log.warning("strategy failed%s: %s", "" if final else ", will retry", error.message,
-                        extra=extra, exc_info=final)
+            log.warning(
+                "strategy failed%s: %s",
+                "" if final else ", will retry",
+                error.message,
+                extra=extra,
+                exc_info=final,
+            )
             verdict = await self._fail(run, attempt, error, final=final)
             if final or verdict is False or run.stop_reason:
                 return verdict
@@ -196,10 +231,12 @@ class JobRunner:
     async def _fail(self, run: Run, attempt: int, error: ev.ErrorInfo, *, final: bool) -> bool:
         job = run.job
         pending = run.context.take_pending() if run.context else []
-        failed = ev.stamp(ev.StrategyFailed, strategy=job.strategy, attempt=attempt,
-                          error=error, final=final)
-        outcome = await self.store.finish_strategy(job.scan_id, job.strategy, attempt,
-                                                   [*pending, failed])
+        failed = ev.stamp(
+            ev.StrategyFailed, strategy=job.strategy, attempt=attempt, error=error, final=final
+        )
+        outcome = await self.store.finish_strategy(
+            job.scan_id, job.strategy, attempt, [*pending, failed]
+        )
         if outcome.status == "stale":
             self._log_stop(run, "lost", self._extra(job, attempt))
             return False
@@ -218,8 +255,12 @@ class JobRunner:
         return min(MAX_BACKOFF_S, base * random.uniform(0.5, 1.5))  # jitter spreads retries
 
     def _extra(self, job: Job, attempt: int | None) -> dict[str, Any]:
-        extra: dict[str, Any] = {"scan_id": job.scan_id, "strategy": job.strategy,
-                                 "job_id": job.entry_id, "worker": self.worker_name}
+        extra: dict[str, Any] = {
+            "scan_id": job.scan_id,
+            "strategy": job.strategy,
+            "job_id": job.entry_id,
+            "worker": self.worker_name,
+        }
         if attempt is not None:
             extra["attempt"] = attempt
         return extra
@@ -228,8 +269,10 @@ class JobRunner:
     def _log_stop(run: Run, reason: str, extra: Mapping[str, Any]) -> None:
         metrics.JOBS.labels("lost" if reason == "lost" else "stopped").inc()
         if reason == "lost":
-            log.warning("strategy stopped: lost (another worker owns the job); nothing written",
-                        extra=dict(extra))
+            log.warning(
+                "strategy stopped: lost (another worker owns the job); nothing written",
+                extra=dict(extra),
+            )
         else:
             log.info("strategy stopped: %s", reason, extra=dict(extra))
 

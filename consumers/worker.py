@@ -39,6 +39,11 @@ from scanstream.strategies.api import Strategy
 log = logging.getLogger("scanstream.worker")
 WATCH_INTERVAL_S = 0.2
 READ_BLOCK_MS = 1000
+# When nearly every slot is busy, the read loop waits this long at most for a quarter of
+# them to free up before it reads: one read, one pipelined batch of starts, of finishes
+# and one XACK then serve several jobs instead of one each (a round trip costs the
+# worker more CPU than a no-op job's own work). An idle worker reads at once.
+READ_GATHER_S = 0.002
 
 
 def consumer_name() -> str:
@@ -66,13 +71,18 @@ class Worker:
         self.store = EventStore(self.redis, self.keys, retention_s=settings.retention_s)
         self.leases = Leases(self.redis, self.keys, self.name)
         self.runner = JobRunner(
-            store=self.store, settings=settings, strategies=strategies,
-            market_factory=market_factory, worker_name=self.name,
-            on_dead_letter=self._dead_letter, still_owned=self._still_owned,
+            store=self.store,
+            settings=settings,
+            strategies=strategies,
+            market_factory=market_factory,
+            worker_name=self.name,
+            on_dead_letter=self._dead_letter,
+            still_owned=self._still_owned,
         )
         self.reaper = Reaper(self.redis, self.store, settings, self.name)
         self.inflight: dict[str, Run] = {}
         self._slot_freed = anyio.Event()
+        self._slots_wanted = 1  # free slots that wake `_wait_for_slot`
         self._acks: list[str] = []
         self._acks_ready = anyio.Event()
         self._draining = False
@@ -113,15 +123,24 @@ class Worker:
 
     async def _read_loop(self) -> None:
         backoff = _Backoff()
+        gather = max(1, self.concurrency // 4)
         while not self._draining:
             free = self.concurrency - len(self.inflight)
             if free <= 0:
                 await self._wait_for_slot()
                 continue
+            if free < gather:
+                await self._wait_for_slot(timeout_s=READ_GATHER_S, wanted=gather)
+                if self._draining:
+                    break
+                free = self.concurrency - len(self.inflight)
             try:
                 async with store_errors():
                     reply = await self.blocking.xreadgroup(
-                        JOB_GROUP, self.name, {self.keys.jobs: ">"}, count=free,
+                        JOB_GROUP,
+                        self.name,
+                        {self.keys.jobs: ">"},
+                        count=free,
                         block=READ_BLOCK_MS,
                     )
             except StoreUnavailable as exc:
@@ -158,13 +177,20 @@ class Worker:
         except (StoreUnavailable, *REDIS_FAULTS) as exc:
             # Leave the job pending: it is reclaimed once Redis is back and it goes idle.
             metrics.REDIS_ERRORS.labels("run").inc()
-            log.warning("store unavailable while running a job: %s", exc,
-                        extra={"scan_id": run.job.scan_id, "strategy": run.job.strategy,
-                               "job_id": run.job.entry_id})
+            log.warning(
+                "store unavailable while running a job: %s",
+                exc,
+                extra={
+                    "scan_id": run.job.scan_id,
+                    "strategy": run.job.strategy,
+                    "job_id": run.job.entry_id,
+                },
+            )
         finally:
             self.inflight.pop(run.job.entry_id, None)
             metrics.INFLIGHT.dec()
-            self._slot_freed.set()
+            if self.concurrency - len(self.inflight) >= self._slots_wanted or self._draining:
+                self._slot_freed.set()
         if ack:
             self.jobs_done += 1
             self._ack(run.job.entry_id)
@@ -182,13 +208,17 @@ class Worker:
                 run = self.inflight.get(entry_id)
                 if run is not None and run.stop_reason is None:
                     metrics.CLAIMS_LOST.inc()
-                    extra: dict[str, Any] = {"scan_id": run.job.scan_id,
-                                             "strategy": run.job.strategy, "job_id": entry_id,
-                                             "worker": self.name}
+                    extra: dict[str, Any] = {
+                        "scan_id": run.job.scan_id,
+                        "strategy": run.job.strategy,
+                        "job_id": entry_id,
+                        "worker": self.name,
+                    }
                     if run.context is not None:
                         extra["attempt"] = run.context.attempt
-                    log.warning("claim lost to another worker; stopping without writing",
-                                extra=extra)
+                    log.warning(
+                        "claim lost to another worker; stopping without writing", extra=extra
+                    )
                     run.stop("lost")
 
     async def _reclaim_loop(self) -> None:
@@ -205,14 +235,21 @@ class Worker:
                 continue
             for entry_id in dead:
                 metrics.UNUSABLE_JOBS.labels("no body").inc()
-                log.warning("pending job without a usable body acknowledged",
-                            extra={"job_id": entry_id})
+                log.warning(
+                    "pending job without a usable body acknowledged", extra={"job_id": entry_id}
+                )
                 self._ack(entry_id)
             for job in jobs:
                 metrics.RECLAIMS.inc()
-                log.info("reclaimed a job from an idle worker (delivery %d)", job.deliveries,
-                         extra={"scan_id": job.scan_id, "strategy": job.strategy,
-                                "job_id": job.entry_id})
+                log.info(
+                    "reclaimed a job from an idle worker (delivery %d)",
+                    job.deliveries,
+                    extra={
+                        "scan_id": job.scan_id,
+                        "strategy": job.strategy,
+                        "job_id": job.entry_id,
+                    },
+                )
                 self._start_job(job)
 
     def _start_job(self, job: Job) -> None:
@@ -274,21 +311,38 @@ class Worker:
             del self._acks[: len(batch)]
 
     async def _dead_letter(self, job: Job, attempts: int, error: ev.ErrorInfo) -> None:
-        await job_stream.add_dead_letter(self.redis, self.keys, {
-            "job_id": job.entry_id, "scan_id": job.scan_id, "strategy": job.strategy,
-            "attempts": attempts, "error_type": error.type, "error": error.message,
-            "worker": self.name, "ts": ev.now_rfc3339(),
-        })
-        log.error("job dead-lettered after %d attempts", attempts,
-                  extra={"scan_id": job.scan_id, "strategy": job.strategy, "attempt": attempts,
-                         "job_id": job.entry_id})
+        await job_stream.add_dead_letter(
+            self.redis,
+            self.keys,
+            {
+                "job_id": job.entry_id,
+                "scan_id": job.scan_id,
+                "strategy": job.strategy,
+                "attempts": attempts,
+                "error_type": error.type,
+                "error": error.message,
+                "worker": self.name,
+                "ts": ev.now_rfc3339(),
+            },
+        )
+        log.error(
+            "job dead-lettered after %d attempts",
+            attempts,
+            extra={
+                "scan_id": job.scan_id,
+                "strategy": job.strategy,
+                "attempt": attempts,
+                "job_id": job.entry_id,
+            },
+        )
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _wait_for_slot(self, timeout_s: float = 1.0) -> None:
-        """Until a run ends (or `timeout_s` passes)."""
+    async def _wait_for_slot(self, timeout_s: float = 1.0, wanted: int = 1) -> None:
+        """Until `wanted` slots are free (or `timeout_s` passes); draining: until a run ends."""
+        self._slots_wanted = wanted
         self._slot_freed = anyio.Event()
-        if self.concurrency - len(self.inflight) <= 0 or self._draining:
+        if self.concurrency - len(self.inflight) < wanted or self._draining:
             with anyio.move_on_after(timeout_s):
                 await self._slot_freed.wait()
 
@@ -298,9 +352,12 @@ class Worker:
         except StoreUnavailable:
             return
         if policy not in (None, "noeviction"):
-            log.warning("Redis maxmemory-policy is %r: Redis may evict finished scans before "
-                        "their retention ends; use noeviction", policy,
-                        extra={"worker": self.name})
+            log.warning(
+                "Redis maxmemory-policy is %r: Redis may evict finished scans before "
+                "their retention ends; use noeviction",
+                policy,
+                extra={"worker": self.name},
+            )
 
     async def _ensure_group_with_retry(self) -> None:
         backoff = _Backoff()
@@ -344,10 +401,14 @@ async def serve(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     worker = Worker(settings, strategies, market_factory, concurrency=concurrency)
-    log.info("worker %s started: %d strategies, concurrency %d%s", worker.name,
-             len(strategies), concurrency,
-             f", metrics on :{metrics_port}/metrics" if metrics_port is not None else "",
-             extra={"worker": worker.name})
+    log.info(
+        "worker %s started: %d strategies, concurrency %d%s",
+        worker.name,
+        len(strategies),
+        concurrency,
+        f", metrics on :{metrics_port}/metrics" if metrics_port is not None else "",
+        extra={"worker": worker.name},
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

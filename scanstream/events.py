@@ -8,8 +8,8 @@ two. Decoding never raises: an entry that cannot be read becomes a `LogEntry` wi
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -161,7 +161,8 @@ def now_rfc3339() -> str:
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits, like a UUID4's hex but without building a UUID object (hot path).
+    return os.urandom(16).hex()
 
 
 def type_of(event: Event) -> str:

@@ -16,6 +16,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from scanstream import events as ev
+from scanstream.batcher import PipelineBatcher
 from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
 from scanstream.ids import is_scan_id, scan_created_ms
@@ -85,6 +86,10 @@ class EventStore:
         self._create = redis.register_script(_lua("create_scan.lua"))
         self._strategy_write = redis.register_script(_lua("strategy_write.lua"))
         self._end = redis.register_script(_lua("end_scan.lua"))
+        # Strategy writes (and the running-set upkeep after them) made by concurrent tasks
+        # in one event-loop turn share one pipelined round trip; each stays its own fenced
+        # script call (see scanstream/batcher.py).
+        self._writes = PipelineBatcher(redis)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -111,37 +116,52 @@ class EventStore:
 
     async def start_strategy(self, scan_id: str, strategy: str, worker: str) -> WriteOutcome:
         """Append strategy.started with a newly allocated attempt number (the fencing token)."""
-        body = {"event_id": ev.new_event_id(), "v": ev.SCHEMA_VERSION, "ts": ev.now_rfc3339(),
-                "strategy": strategy, "worker": worker}
-        return await self._write(scan_id, "start", strategy, 0,
-                                 [("strategy.started", ev.encode_obj(body))])
+        body = {
+            "event_id": ev.new_event_id(),
+            "v": ev.SCHEMA_VERSION,
+            "ts": ev.now_rfc3339(),
+            "strategy": strategy,
+            "worker": worker,
+        }
+        return await self._write(
+            scan_id, "start", strategy, 0, [("strategy.started", ev.encode_obj(body))]
+        )
 
     async def append_strategy_events(
         self, scan_id: str, strategy: str, attempt: int, events: Sequence[ev.Event]
     ) -> WriteOutcome:
         """Append progress / opportunity events of the current attempt."""
-        return await self._write(scan_id, "append", strategy, attempt,
-                                 [(ev.type_of(e), ev.encode(e)) for e in events])
+        return await self._write(
+            scan_id, "append", strategy, attempt, [(ev.type_of(e), ev.encode(e)) for e in events]
+        )
 
     async def finish_strategy(
         self, scan_id: str, strategy: str, attempt: int, events: Sequence[ev.Event]
     ) -> WriteOutcome:
         """Append the attempt's last events (completed or failed); may end the scan."""
-        return await self._write(scan_id, "finish", strategy, attempt,
-                                 [(ev.type_of(e), ev.encode(e)) for e in events])
+        return await self._write(
+            scan_id, "finish", strategy, attempt, [(ev.type_of(e), ev.encode(e)) for e in events]
+        )
 
     async def _write(
-        self, scan_id: str, mode: str, strategy: str, attempt: int,
+        self,
+        scan_id: str,
+        mode: str,
+        strategy: str,
+        attempt: int,
         pairs: Sequence[tuple[str, bytes]],
     ) -> WriteOutcome:
         k = self.keys.scan(scan_id)
-        args: list[Any] = [mode, strategy, attempt, self.retention_s,
-                           ev.new_event_id(), ev.now_rfc3339()]
+        # The terminal event's id and ts: a start never ends the scan, so it needs neither.
+        if mode == "start":
+            args: list[Any] = [mode, strategy, attempt, self.retention_s, "", ""]
+        else:
+            args = [mode, strategy, attempt, self.retention_s, ev.new_event_id(), ev.now_rfc3339()]
         for type_, data in pairs:
             args += [type_, data]
         async with store_errors():
-            status, second, terminal = await self._strategy_write(
-                keys=[k.events, k.fence], args=args
+            status, second, terminal = await self._writes.script(
+                self._strategy_write, [k.events, k.fence], args
             )
         status = status.decode()
         if mode == "start":
@@ -149,17 +169,30 @@ class EventStore:
         entry_id = second.decode() if isinstance(second, bytes) else None
         if terminal:
             await self._forget_running(scan_id)
-        return WriteOutcome(status, attempt=attempt if status == "ok" else int(second or 0),
-                            entry_id=entry_id, terminal=terminal.decode() if terminal else None)
+        return WriteOutcome(
+            status,
+            attempt=attempt if status == "ok" else int(second or 0),
+            entry_id=entry_id,
+            terminal=terminal.decode() if terminal else None,
+        )
 
     async def end_scan(
-        self, scan_id: str, terminal_type: str, *, reason: str | None = None,
+        self,
+        scan_id: str,
+        terminal_type: str,
+        *,
+        reason: str | None = None,
         before: Sequence[ev.Event] = (),
     ) -> tuple[str, str]:
         """End the scan from outside (cancel, deadline). Returns (status, entry id or type)."""
         k = self.keys.scan(scan_id)
-        args: list[Any] = [terminal_type, ev.new_event_id(), ev.now_rfc3339(),
-                           self.retention_s, reason or ""]
+        args: list[Any] = [
+            terminal_type,
+            ev.new_event_id(),
+            ev.now_rfc3339(),
+            self.retention_s,
+            reason or "",
+        ]
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
         async with store_errors():
@@ -173,8 +206,13 @@ class EventStore:
         or running show as cancelled. Returns (status, terminal type): ("ok", the type
         written), ("ended", the type it already had) or ("missing", "")."""
         k = self.keys.scan(scan_id)
-        args: list[Any] = ["auto", ev.new_event_id(), ev.now_rfc3339(), self.retention_s,
-                           "deadline"]
+        args: list[Any] = [
+            "auto",
+            ev.new_event_id(),
+            ev.now_rfc3339(),
+            self.retention_s,
+            "deadline",
+        ]
         async with store_errors():
             reply: Any = await self._end(keys=[k.events, k.fence], args=args)
         await self._forget_running(scan_id)
@@ -187,7 +225,7 @@ class EventStore:
         """Best effort: the reaper removes an ended scan it still finds there anyway."""
         try:
             async with store_errors():
-                await self.redis.zrem(self.keys.running_scans, scan_id)
+                await self._writes.command("ZREM", self.keys.running_scans, scan_id)
         except StoreUnavailable:
             pass
 
@@ -213,18 +251,25 @@ class EventStore:
             rows = [(_text(m), int(score)) for m, score in raw if is_scan_id(_text(m))]
             pipe = self.redis.pipeline(transaction=False)
             for scan_id, _ in rows:
-                pipe.hmget(self.keys.scan(scan_id).fence, "total", "completed", "failed",
-                           "terminal")
+                pipe.hmget(
+                    self.keys.scan(scan_id).fence, "total", "completed", "failed", "terminal"
+                )
             replies = await pipe.execute() if rows else []
         out: list[RunningScan] = []
         for (scan_id, created_ms), (total, completed, failed, terminal) in zip(
             rows, replies, strict=True
         ):
-            out.append(RunningScan(
-                scan_id, created_ms, exists=total is not None,
-                terminal=_text(terminal) if terminal else None,
-                total=int(total or 0), completed=int(completed or 0), failed=int(failed or 0),
-            ))
+            out.append(
+                RunningScan(
+                    scan_id,
+                    created_ms,
+                    exists=total is not None,
+                    terminal=_text(terminal) if terminal else None,
+                    total=int(total or 0),
+                    completed=int(completed or 0),
+                    failed=int(failed or 0),
+                )
+            )
         return out
 
     async def ended_scans(self, scan_ids: Sequence[str]) -> set[str]:
@@ -241,7 +286,8 @@ class EventStore:
                 pipe.hmget(self.keys.scan(scan_id).fence, "terminal", "total")
             replies = await pipe.execute()
         return {
-            scan_id for scan_id, (terminal, total) in zip(scan_ids, replies, strict=True)
+            scan_id
+            for scan_id, (terminal, total) in zip(scan_ids, replies, strict=True)
             if terminal is not None or total is None
         }
 
