@@ -12,7 +12,7 @@ It lets the benchmarks measure alternatives without editing scanstream:
 - `--rebuild-per-request`: the projection cache forgets the scan before every read, so
   each status request reads the whole log and folds it (the design the cache replaces);
 - `--log-level LEVEL`: `scanstream.logs.configure` sets this root level instead of INFO
-  (the worker logs two INFO lines per job).
+  (the worker logs one INFO line per job attempt).
 
 What-if patches of the status path (`python -m bench --explore`), each a change the
 benchmarks suggest, measured before anyone makes it:

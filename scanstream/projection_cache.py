@@ -1,8 +1,8 @@
 """A per-process LRU of scan projections, brought up to date with one round trip.
 
-`get(scan_id)` asks the store for the entries after the cached view's last entry id
-(EXISTS + exclusive XRANGE in one pipeline) and folds only those. A stream that no
-longer exists drops the cached view, so a cached projection never outlives its scan.
+`get(scan_id)` asks the store for the entries after the cached view's last entry id (one
+inclusive XRANGE, see `EventStore.read_if_exists`) and folds only those. A stream that
+no longer exists drops the cached view, so a cached projection never outlives its scan.
 
 Concurrent requests for the same scan may each read and fold the same new entries: that
 is safe because `fold` returns a new view and never mutates the cached one, and the slot
