@@ -47,6 +47,7 @@ class CacheStats:
     hits: int = 0  # a cached view existed: only new entries were read
     misses: int = 0  # read from the start of the stream
     dropped: int = 0  # the stream was gone: the cached view was dropped
+    unreadable: int = 0  # log entries the fold skipped (hostile or broken), as folded here
 
 
 RENDERERS: dict[str, Callable[[ScanView], msgspec.Struct]] = {
@@ -88,6 +89,7 @@ class ProjectionCache:
         if cached is not None and not entries:
             self._touch(scan_id)
             return self._current(scan_id, cached)
+        self.stats.unreadable += sum(1 for entry in entries if entry.event is None)
         view = projection.fold(cached or projection.empty(scan_id), entries)
         return self.offer(view)
 

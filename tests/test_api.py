@@ -469,3 +469,21 @@ def _refs(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for item in node:
             yield from _refs(item)
+
+
+async def test_hostile_log_entries_are_reported_in_status_and_metrics(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    """Entries written by hand that no fold can read show in status and in /metrics."""
+    sid = (await create(client))["scan_id"]
+    events = Keys(settings.prefix).events(sid)
+    await redis.xadd(events, {"type": "strategy.started", "data": "{not json"})
+    await redis.xadd(events, {"type": "scan.exploded", "data": "{}"})
+    status = await client.get(f"/v1/scans/{sid}")
+    assert status.status_code == 200
+    assert status.json()["warnings_count"] == 2
+    metrics = (await client.get("/metrics")).text
+    line = next(
+        x for x in metrics.splitlines() if x.startswith("scanstream_log_entries_unreadable")
+    )
+    assert float(line.split()[-1]) >= 2

@@ -48,6 +48,11 @@ class _CacheCollector(Collector):
             "Cached views dropped: their stream was gone.",
             value=stats.dropped,
         )
+        yield CounterMetricFamily(
+            "scanstream_log_entries_unreadable",
+            "Log entries skipped by the fold as unreadable (each time this process folds them).",
+            value=stats.unreadable,
+        )
         yield GaugeMetricFamily(
             "scanstream_projection_cache_size",
             "Scans held in the projection cache.",
