@@ -7,15 +7,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from scanstream import events as ev
-from scanstream.events import Opportunity, Side
+from scanstream.events import Opportunity
 from scanstream.store import EventStore, WriteOutcome
-from scanstream.strategies.api import StrategyStopped, make_opportunity
+from scanstream.strategies.api import ContextBase, StrategyStopped
 
 # Progress writes closer together than this are coalesced (findings are never dropped).
 PROGRESS_INTERVAL_S = 0.05
 
 
-class RunContext:
+class RunContext(ContextBase):
     """A `StrategyContext` for one attempt. Findings are buffered and written with the next
     progress report or with the attempt's final event, one fenced script call each time."""
 
@@ -29,56 +29,28 @@ class RunContext:
         params: Mapping[str, Any],
         market_factory: Callable[[Mapping[str, Any]], Any],
     ) -> None:
+        super().__init__(
+            scan_id=scan_id,
+            strategy=strategy,
+            attempt=attempt,
+            params=params,
+            market_factory=market_factory,
+        )
         self.store = store
-        self.scan_id = scan_id
-        self.strategy = strategy
-        self.attempt = attempt
-        self.params = params
-        self._market_factory = market_factory
-        self._market: Any = None
         self._pending: list[ev.Event] = []
-        self._found_ids: set[str] = set()
         self._last_progress_write = 0.0
         self.stop_reason: str | None = None  # set from outside: "cancelled" or "lost"
 
-    # -- the StrategyContext protocol --------------------------------------------------
-
-    @property
-    def market(self) -> Any:
-        if self._market is None:
-            self._market = self._market_factory(self.params)
-        return self._market
+    # -- the rest of the StrategyContext protocol ----------------------------------------
 
     @property
     def cancelled(self) -> bool:
         return self.stop_reason is not None
 
-    def opportunity(
-        self,
-        *,
-        symbol: str,
-        side: Side,
-        score: float,
-        expected_return: float,
-        details: Mapping[str, Any] | None = None,
-        key: str = "",
-    ) -> Opportunity:
-        return make_opportunity(
-            strategy=self.strategy,
-            fingerprint=self._fingerprint(),
-            symbol=symbol,
-            side=side,
-            score=score,
-            expected_return=expected_return,
-            details=details,
-            key=key,
-        )
-
     async def found(self, opportunity: Opportunity) -> None:
         self._raise_if_stopped()
-        if opportunity.id in self._found_ids:
+        if not self._first_sighting(opportunity):
             return
-        self._found_ids.add(opportunity.id)
         self._pending.append(
             ev.stamp(
                 ev.OpportunityFound,
@@ -107,10 +79,6 @@ class RunContext:
 
     # -- used by the runner ------------------------------------------------------------
 
-    @property
-    def found_count(self) -> int:
-        return len(self._found_ids)
-
     async def flush(self) -> None:
         if not self._pending:
             return
@@ -134,8 +102,3 @@ class RunContext:
     def _raise_if_stopped(self) -> None:
         if self.stop_reason is not None:
             raise StrategyStopped(self.stop_reason)
-
-    def _fingerprint(self) -> str:
-        market = self.market
-        fingerprint = getattr(market, "fingerprint", None)
-        return str(fingerprint()) if callable(fingerprint) else ""

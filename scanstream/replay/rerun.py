@@ -17,17 +17,17 @@ from typing import Any
 import anyio
 
 from scanstream import events as ev
-from scanstream.events import ErrorInfo, Opportunity, Side
+from scanstream.events import ErrorInfo, Opportunity
 from scanstream.replay.changes import plain
 from scanstream.replay.diff import OpportunityDiff, compare_opportunities
 from scanstream.replay.source import Log, ReplayError
 from scanstream.settings import Settings
-from scanstream.strategies.api import Strategy, StrategyStopped, make_opportunity
+from scanstream.strategies.api import ContextBase, Strategy, StrategyStopped
 
 MarketFactory = Callable[[Mapping[str, Any]], Any]
 
 
-class LocalContext:
+class LocalContext(ContextBase):
     """A `StrategyContext` that keeps everything in memory."""
 
     def __init__(
@@ -39,21 +39,15 @@ class LocalContext:
         params: Mapping[str, Any],
         market_factory: MarketFactory,
     ) -> None:
-        self.scan_id = scan_id
-        self.strategy = strategy
-        self.attempt = attempt
-        self.params = params
-        self._market_factory = market_factory
-        self._market: Any = None
+        super().__init__(
+            scan_id=scan_id,
+            strategy=strategy,
+            attempt=attempt,
+            params=params,
+            market_factory=market_factory,
+        )
         self.found_list: list[Opportunity] = []
-        self._found_ids: set[str] = set()
         self.progress_reports: list[tuple[float, str]] = []
-
-    @property
-    def market(self) -> Any:
-        if self._market is None:
-            self._market = self._market_factory(self.params)
-        return self._market
 
     @property
     def cancelled(self) -> bool:
@@ -63,31 +57,8 @@ class LocalContext:
         self.progress_reports.append((min(1.0, max(0.0, float(fraction))), message[:200]))
 
     async def found(self, opportunity: Opportunity) -> None:
-        if opportunity.id not in self._found_ids:  # as RunContext: once per attempt
-            self._found_ids.add(opportunity.id)
+        if self._first_sighting(opportunity):  # as RunContext: once per attempt
             self.found_list.append(opportunity)
-
-    def opportunity(
-        self,
-        *,
-        symbol: str,
-        side: Side,
-        score: float,
-        expected_return: float,
-        details: Mapping[str, Any] | None = None,
-        key: str = "",
-    ) -> Opportunity:
-        fingerprint = getattr(self.market, "fingerprint", None)
-        return make_opportunity(
-            strategy=self.strategy,
-            fingerprint=str(fingerprint()) if callable(fingerprint) else "",
-            symbol=symbol,
-            side=side,
-            score=score,
-            expected_return=expected_return,
-            details=details,
-            key=key,
-        )
 
 
 @dataclass

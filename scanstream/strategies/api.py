@@ -105,3 +105,65 @@ def make_opportunity(
         expected_return=round(float(expected_return), 8),
         details=dict(details or {}),
     )
+
+
+class ContextBase:
+    """What every `StrategyContext` implementation shares: lazy market data, and
+    opportunity ids derived from the strategy and the market's fingerprint, so the
+    worker's context and the replay tool's local one can never disagree on an id."""
+
+    def __init__(
+        self,
+        *,
+        scan_id: str,
+        strategy: str,
+        attempt: int,
+        params: Mapping[str, Any],
+        market_factory: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        self.scan_id = scan_id
+        self.strategy = strategy
+        self.attempt = attempt
+        self.params = params
+        self._market_factory = market_factory
+        self._market: Any = None
+        self._found_ids: set[str] = set()
+
+    @property
+    def market(self) -> Any:
+        if self._market is None:
+            self._market = self._market_factory(self.params)
+        return self._market
+
+    @property
+    def found_count(self) -> int:
+        return len(self._found_ids)
+
+    def opportunity(
+        self,
+        *,
+        symbol: str,
+        side: Side,
+        score: float,
+        expected_return: float,
+        details: Mapping[str, Any] | None = None,
+        key: str = "",
+    ) -> Opportunity:
+        fingerprint = getattr(self.market, "fingerprint", None)
+        return make_opportunity(
+            strategy=self.strategy,
+            fingerprint=str(fingerprint()) if callable(fingerprint) else "",
+            symbol=symbol,
+            side=side,
+            score=score,
+            expected_return=expected_return,
+            details=details,
+            key=key,
+        )
+
+    def _first_sighting(self, opportunity: Opportunity) -> bool:
+        """True the first time this attempt reports `opportunity` (each id counts once)."""
+        if opportunity.id in self._found_ids:
+            return False
+        self._found_ids.add(opportunity.id)
+        return True
