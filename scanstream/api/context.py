@@ -29,4 +29,6 @@ class ApiContext:
 
 
 def context(conn: HTTPConnection) -> ApiContext:
-    return cast(ApiContext, conn.state.ctx)
+    # The lifespan's state dict, read directly: `conn.state` builds a State object per
+    # request, and this runs on every request.
+    return cast(ApiContext, conn.scope["state"]["ctx"])
