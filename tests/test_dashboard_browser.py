@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,29 +15,11 @@ import pytest
 from scanstream.api.app import create_app
 from scanstream.live.fanout import Fanout
 from scanstream.settings import Settings
+from tests.support.browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.http import serve
 from tests.support.sse import bearer, read_log, token, wait_for_metric, worker_running
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's `chromium` on PATH"),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None,
-        reason="needs the `playwright` Python package (pip install playwright)",
-    ),
-]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = BROWSER_MARKS
 STRATEGIES = [
     "momentum",
     "mean_reversion",

@@ -10,11 +10,9 @@ entry, it must equal what `/v1/scans/{id}` and `/results` say.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,28 +27,11 @@ from scanstream.projection import fold_all
 from scanstream.render import results_of, status_of
 from scanstream.settings import Settings
 from scanstream.store import EventStore
+from tests.support.browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.http import serve
 from tests.support.sse import bearer, read_log, token, worker_running
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's `chromium` on PATH"),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None,
-        reason="needs the `playwright` Python package (pip install playwright)",
-    ),
-]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = BROWSER_MARKS
 STRATEGIES = ["momentum", "breakout", "pairs_spread", "funding_carry", "flaky"]
 PARAMS = {"pace_ms": 10}  # progress reports a few ms apart: a log of a hundred-odd entries
 REPO = Path(__file__).resolve().parent.parent
