@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="everything on one machine: embedded Redis, API, workers")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--workers", type=int, default=1, help="worker tasks groups (in process)")
+    dev.add_argument("--workers", type=int, default=1, help="in-process workers")
     dev.add_argument("--concurrency", type=int, default=8)
     dev.add_argument("--no-demo", action="store_true", help="do not start a demo scan")
     dev.add_argument(
