@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 
 from redis.asyncio import Redis
 
 from scanstream.ids import is_scan_id
 from scanstream.jobs import Job
 from scanstream.keys import JOB_GROUP, Keys
-from scanstream.store import store_errors
+from scanstream.redis_conn import text
+from scanstream.store import lua_source, store_errors
 
 
 class Leases:
@@ -18,9 +18,8 @@ class Leases:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
-        lua = resources.files("scanstream").joinpath("lua")
-        self._refresh = redis.register_script(lua.joinpath("refresh_claims.lua").read_text())
-        self._reclaim = redis.register_script(lua.joinpath("reclaim.lua").read_text())
+        self._refresh = redis.register_script(lua_source("refresh_claims.lua"))
+        self._reclaim = redis.register_script(lua_source("reclaim.lua"))
 
     async def refresh(self, entry_ids: Sequence[str]) -> set[str]:
         """Reset the idle time of jobs this consumer still owns; returns the ids it lost."""
@@ -52,18 +51,14 @@ class Leases:
                     fields = dict(zip(flat[::2], flat[1::2], strict=True))
                     job = job_from_entry(entry_id, fields, deliveries=int(deliveries))
                     if job is None:  # a body that names no scan: nothing to run either
-                        dead.append(_text(entry_id))
+                        dead.append(text(entry_id))
                     else:
                         jobs.append(job)
-                dead.extend(_text(x) for x in deleted)
-                start = _text(next_start)
+                dead.extend(text(x) for x in deleted)
+                start = text(next_start)
                 if start == "0-0":
                     break
         return jobs, dead
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def job_from_entry(
@@ -75,4 +70,4 @@ def job_from_entry(
     scan_id = fields[b"scan_id"].decode(errors="replace")
     if not is_scan_id(scan_id):
         return None
-    return Job(_text(entry_id), scan_id, fields[b"strategy"].decode(errors="replace"), deliveries)
+    return Job(text(entry_id), scan_id, fields[b"strategy"].decode(errors="replace"), deliveries)

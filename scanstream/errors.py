@@ -1,5 +1,10 @@
 """One exception base, a few subclasses a caller can act on."""
 
+import re
+
+# msgspec validation messages end with " - at `$.path[2]`" when a field is at fault.
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
 
 class ScanstreamError(Exception):
     """Base of every error scanstream raises on purpose."""
@@ -32,3 +37,12 @@ class StrategyLoadError(ScanstreamError):
 
 class ConfigError(ScanstreamError):
     """A setting is missing or malformed."""
+
+
+def split_validation_message(message: str) -> tuple[str, str]:
+    """A msgspec ValidationError's text as (path, message): `.strategies[2]`, or "" when
+    the error names no field."""
+    match = _AT.match(message)
+    if match is None:  # pragma: no cover - the pattern matches any string
+        return "", message
+    return match["path"] or "", match["msg"]

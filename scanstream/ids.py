@@ -8,6 +8,7 @@ import time
 
 SCAN_ID_RE = re.compile(r"scan_[0-9a-f]{32}")
 USER_ID_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
+STREAM_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")  # a Redis stream entry id
 
 
 def uuid7_hex(now_ms: int | None = None) -> str:
@@ -37,3 +38,15 @@ def scan_created_ms(scan_id: str) -> int:
 
 def is_user_id(value: str) -> bool:
     return USER_ID_RE.fullmatch(value) is not None
+
+
+def is_stream_id(value: str) -> bool:
+    return STREAM_ID_RE.fullmatch(value) is not None
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as (ms, seq), which orders ids as Redis does. ValueError if malformed."""
+    match = STREAM_ID_RE.fullmatch(entry_id)
+    if match is None:
+        raise ValueError(f"not a stream entry id: {entry_id!r}")
+    return int(match[1]), int(match[2])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -22,7 +21,8 @@ from redis.asyncio import Redis
 
 from scanstream.ids import is_scan_id
 from scanstream.keys import JOB_GROUP, Keys
-from scanstream.store import EventStore, store_errors
+from scanstream.redis_conn import text
+from scanstream.store import EventStore, lua_source, store_errors
 
 LAG_COUNT_CAP = 10_000  # computing lag by reading entries (Redis < 7) stops here
 DEAD_LETTER_MAXLEN = 100_000
@@ -47,14 +47,6 @@ def job_fields(scan_id: str, strategy: str) -> dict[Any, Any]:
     return {"scan_id": scan_id, "strategy": strategy}
 
 
-def _lua(name: str) -> str:
-    return resources.files("scanstream").joinpath("lua", name).read_text()
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 async def ensure_group(redis: Redis, keys: Keys) -> None:
     """Create the job stream and its consumer group if missing (idempotent)."""
     async with store_errors():
@@ -77,7 +69,7 @@ def enqueue_into(pipe: object, keys: Keys, scan_id: str, strategies: Sequence[st
 async def trim(redis: Redis, keys: Keys) -> int:
     """Drop acknowledged job entries, never a pending or undelivered one. Returns how many."""
     async with store_errors():
-        trimmed, _threshold = await redis.eval(_lua("trim_jobs.lua"), 1, keys.jobs)
+        trimmed, _threshold = await redis.eval(lua_source("trim_jobs.lua"), 1, keys.jobs)
     return int(trimmed)
 
 
@@ -86,13 +78,13 @@ async def prune_consumers(redis: Redis, keys: Keys, min_idle_ms: int) -> list[st
     async with store_errors():
         try:
             removed = await redis.eval(
-                _lua("prune_consumers.lua"), 1, keys.jobs, JOB_GROUP, int(min_idle_ms)
+                lua_source("prune_consumers.lua"), 1, keys.jobs, JOB_GROUP, int(min_idle_ms)
             )
         except redis_errors.ResponseError as exc:
             if "NOGROUP" in str(exc):
                 return []
             raise
-    return [_text(x) for x in removed]
+    return [text(x) for x in removed]
 
 
 # -- dead letters -------------------------------------------------------------------------
@@ -113,14 +105,14 @@ class DeadLetter:
     @classmethod
     def from_entry(cls, entry_id: Any, fields: Any) -> DeadLetter:
         def f(name: str) -> str:
-            return _text(fields.get(name.encode(), b""))
+            return text(fields.get(name.encode(), b""))
 
         try:
             attempts = int(f("attempts") or 0)
         except ValueError:
             attempts = 0
         return cls(
-            id=_text(entry_id),
+            id=text(entry_id),
             job_id=f("job_id"),
             scan_id=f("scan_id"),
             strategy=f("strategy"),
@@ -138,7 +130,7 @@ async def add_dead_letter(redis: Redis, keys: Keys, letter: dict[str, str | int]
         entry_id = await redis.xadd(
             keys.dead_letters, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True
         )
-    return _text(entry_id)
+    return text(entry_id)
 
 
 async def dead_letters(redis: Redis, keys: Keys, count: int = 100) -> list[DeadLetter]:
@@ -187,7 +179,7 @@ async def redrive(
     out: list[Redrive] = []
     for entry_id, fields in raw:
         if fields is None:
-            out.append(Redrive(_text(entry_id), "unknown", "no such dead letter"))
+            out.append(Redrive(text(entry_id), "unknown", "no such dead letter"))
             continue
         letter = DeadLetter.from_entry(entry_id, fields)
         if not is_scan_id(letter.scan_id) or not letter.strategy:
@@ -215,7 +207,7 @@ async def redrive(
                 pipe.xadd(keys.jobs, job_fields(letter.scan_id, letter.strategy))
                 pipe.xdel(keys.dead_letters, letter.id)
                 job_id, _ = await pipe.execute()
-            out.append(Redrive(letter.id, "requeued", "queued as a new job", _text(job_id)))
+            out.append(Redrive(letter.id, "requeued", "queued as a new job", text(job_id)))
     return out
 
 
@@ -275,8 +267,8 @@ async def stream_info(redis: Redis, keys: Keys, lag_cap: int = LAG_COUNT_CAP) ->
         groups_raw = await redis.xinfo_groups(keys.jobs)
         info = JobStreamInfo(length)
         for g in groups_raw:
-            name = _text(g["name"])
-            last = _text(g["last-delivered-id"])
+            name = text(g["name"])
+            last = text(g["last-delivered-id"])
             lag = g.get("lag")
             capped = False
             if lag is None:
@@ -288,7 +280,7 @@ async def stream_info(redis: Redis, keys: Keys, lag_cap: int = LAG_COUNT_CAP) ->
             if name == JOB_GROUP:
                 for c in await redis.xinfo_consumers(keys.jobs, name):
                     info.consumers.append(
-                        ConsumerInfo(_text(c["name"]), int(c["pending"]), int(c["idle"]))
+                        ConsumerInfo(text(c["name"]), int(c["pending"]), int(c["idle"]))
                     )
     return info
 
@@ -304,8 +296,8 @@ async def pending_jobs(redis: Redis, keys: Keys, count: int = 100) -> list[Pendi
             raise
         out = [
             PendingJob(
-                _text(r["message_id"]),
-                _text(r["consumer"]),
+                text(r["message_id"]),
+                text(r["consumer"]),
                 int(r["time_since_delivered"]),
                 int(r["times_delivered"]),
             )
@@ -317,6 +309,6 @@ async def pending_jobs(redis: Redis, keys: Keys, count: int = 100) -> list[Pendi
                 pipe.xrange(keys.jobs, p.job_id, p.job_id)
             for p, body in zip(out, await pipe.execute(), strict=True):
                 if body:
-                    p.scan_id = _text(body[0][1].get(b"scan_id", b"")) or None
-                    p.strategy = _text(body[0][1].get(b"strategy", b"")) or None
+                    p.scan_id = text(body[0][1].get(b"scan_id", b"")) or None
+                    p.strategy = text(body[0][1].get(b"strategy", b"")) or None
     return out

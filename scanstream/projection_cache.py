@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from scanstream import projection, render
+from scanstream.ids import stream_id_key
 from scanstream.projection import ScanView
 from scanstream.store import EventStore
 
@@ -30,10 +31,7 @@ _encode = msgspec.json.Encoder().encode
 
 def entry_key(entry_id: str | None) -> tuple[int, int]:
     """Stream ids compare as (ms, seq); None sorts first."""
-    if not entry_id:
-        return (-1, -1)
-    ms, _, seq = entry_id.partition("-")
-    return (int(ms), int(seq or 0))
+    return stream_id_key(entry_id) if entry_id else (-1, -1)
 
 
 @dataclass

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
 CONNECT_TIMEOUT_S = 2.0
@@ -26,3 +28,8 @@ def client(url: str, *, max_connections: int = 64) -> Redis:
         max_connections=max_connections,
         retry_on_timeout=False,
     )
+
+
+def text(value: Any) -> str:
+    """A reply item as str (the clients here return bytes: decode_responses=False)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -21,11 +21,13 @@ from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
 from scanstream.ids import is_scan_id, scan_created_ms
 from scanstream.keys import Keys
+from scanstream.redis_conn import text
 
 REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
-def _lua(name: str) -> str:
+def lua_source(name: str) -> str:
+    """A script of scanstream/lua/, by file name."""
     return resources.files("scanstream").joinpath("lua", name).read_text()
 
 
@@ -74,18 +76,14 @@ def _entries(raw: Any) -> list[LogEntry]:
     return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw or ()]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class EventStore:
     def __init__(self, redis: Redis, keys: Keys, *, retention_s: float) -> None:
         self.redis = redis
         self.keys = keys
         self.retention_s = max(1, int(retention_s))
-        self._create = redis.register_script(_lua("create_scan.lua"))
-        self._strategy_write = redis.register_script(_lua("strategy_write.lua"))
-        self._end = redis.register_script(_lua("end_scan.lua"))
+        self._create = redis.register_script(lua_source("create_scan.lua"))
+        self._strategy_write = redis.register_script(lua_source("strategy_write.lua"))
+        self._end = redis.register_script(lua_source("end_scan.lua"))
         # Strategy writes (and the running-set upkeep after them) made by concurrent tasks
         # in one event-loop turn share one pipelined round trip; each stays its own fenced
         # script call (see scanstream/batcher.py).
@@ -185,6 +183,21 @@ class EventStore:
         before: Sequence[ev.Event] = (),
     ) -> tuple[str, str]:
         """End the scan from outside (cancel, deadline). Returns (status, entry id or type)."""
+        reply = await self._end_call(scan_id, terminal_type, reason, before)
+        return text(reply[0]), text(reply[1])
+
+    async def end_overdue_scan(self, scan_id: str) -> tuple[str, str]:
+        """End a scan past its deadline with what it has: `scan.completed` if any strategy
+        completed, else `scan.failed`, with `reason: "deadline"`; strategies still pending
+        or running show as cancelled. Returns (status, terminal type): ("ok", the type
+        written), ("ended", the type it already had) or ("missing", "")."""
+        reply = await self._end_call(scan_id, "auto", "deadline", ())
+        status = text(reply[0])
+        return status, text(reply[2] if status == "ok" else reply[1])
+
+    async def _end_call(
+        self, scan_id: str, terminal_type: str, reason: str | None, before: Sequence[ev.Event]
+    ) -> Any:
         k = self.keys.scan(scan_id)
         args: list[Any] = [
             terminal_type,
@@ -196,28 +209,9 @@ class EventStore:
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
         async with store_errors():
-            status, detail, *_ = await self._end(keys=[k.events, k.fence], args=args)
+            reply = await self._end(keys=[k.events, k.fence], args=args)
         await self._forget_running(scan_id)
-        return status.decode(), detail.decode()
-
-    async def end_overdue_scan(self, scan_id: str) -> tuple[str, str]:
-        """End a scan past its deadline with what it has: `scan.completed` if any strategy
-        completed, else `scan.failed`, with `reason: "deadline"`; strategies still pending
-        or running show as cancelled. Returns (status, terminal type): ("ok", the type
-        written), ("ended", the type it already had) or ("missing", "")."""
-        k = self.keys.scan(scan_id)
-        args: list[Any] = [
-            "auto",
-            ev.new_event_id(),
-            ev.now_rfc3339(),
-            self.retention_s,
-            "deadline",
-        ]
-        async with store_errors():
-            reply: Any = await self._end(keys=[k.events, k.fence], args=args)
-        await self._forget_running(scan_id)
-        status = _text(reply[0])
-        return status, _text(reply[2] if status == "ok" else reply[1])
+        return reply
 
     # -- the running set (deadline reaper, inspect) -----------------------------------
 
@@ -236,7 +230,7 @@ class EventStore:
             raw = await self.redis.zrangebyscore(
                 self.keys.running_scans, "-inf", cutoff, start=0, num=limit
             )
-        return [i for i in map(_text, raw) if is_scan_id(i)]
+        return [i for i in map(text, raw) if is_scan_id(i)]
 
     async def running_scans(self, limit: int = 1000) -> list[RunningScan]:
         """The running set, oldest first, each with its fence's counts.
@@ -248,7 +242,7 @@ class EventStore:
             raw: Any = await self.redis.zrange(
                 self.keys.running_scans, 0, limit - 1, withscores=True
             )
-            rows = [(_text(m), int(score)) for m, score in raw if is_scan_id(_text(m))]
+            rows = [(text(m), int(score)) for m, score in raw if is_scan_id(text(m))]
             pipe = self.redis.pipeline(transaction=False)
             for scan_id, _ in rows:
                 pipe.hmget(
@@ -264,7 +258,7 @@ class EventStore:
                     scan_id,
                     created_ms,
                     exists=total is not None,
-                    terminal=_text(terminal) if terminal else None,
+                    terminal=text(terminal) if terminal else None,
                     total=int(total or 0),
                     completed=int(completed or 0),
                     failed=int(failed or 0),
@@ -303,11 +297,11 @@ class EventStore:
         if total is None:
             return "missing", None
         if terminal is not None:
-            return "ended", _text(terminal)
+            return "ended", text(terminal)
         if names is not None and member is None:
             return "foreign", None
         if done is not None:
-            return "done", _text(done)
+            return "done", text(done)
         return "open", None
 
     # -- reads ------------------------------------------------------------------------
@@ -337,7 +331,7 @@ class EventStore:
                 if after is None or not await self.redis.exists(key):
                     return None
                 return []
-        if after is not None and _text(raw[0][0]) == after:
+        if after is not None and text(raw[0][0]) == after:
             raw = raw[1:]
         return _entries(raw)
 
@@ -362,7 +356,7 @@ class EventStore:
             except redis_errors.ResponseError:
                 return None
         value = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))
-        return _text(value) if value is not None else None
+        return text(value) if value is not None else None
 
 
 def digest(value: str) -> str:

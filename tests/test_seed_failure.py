@@ -14,19 +14,13 @@ import httpx
 import pytest
 
 from scanstream.api.auth import make_token
+from scanstream.projection_cache import entry_key
 from scanstream.settings import Settings
 from tests.support.procs import api_proc, running, worker_proc
 
 STATE_ORDER = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
 SCANS = 6
 POLL_INTERVAL_S = 0.02
-
-
-def _entry_key(entry_id: str | None) -> tuple[int, int]:
-    if not entry_id:
-        return (0, 0)
-    ms, seq = entry_id.split("-")
-    return (int(ms), int(seq))
 
 
 async def _poll_until_done(
@@ -51,7 +45,7 @@ async def _poll_until_done(
             assert STATE_ORDER[status["state"]] >= STATE_ORDER[previous["state"]], "state went back"
             assert status["strategies_completed"] >= previous["strategies_completed"]
             assert status["opportunities_found"] >= previous["opportunities_found"]
-            assert _entry_key(status["last_event_id"]) >= _entry_key(previous["last_event_id"])
+            assert entry_key(status["last_event_id"]) >= entry_key(previous["last_event_id"])
         previous = status
         if status["state"] in ("completed", "failed", "cancelled"):
             return

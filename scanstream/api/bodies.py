@@ -5,12 +5,11 @@ The Structs are also the OpenAPI schemas (see `openapi.py`).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
 
-from scanstream.errors import InvalidRequest
+from scanstream.errors import InvalidRequest, split_validation_message
 from scanstream.render import ScanStatus
 
 
@@ -59,16 +58,12 @@ class Health(msgspec.Struct, kw_only=True):
 
 
 _create_decoder = msgspec.json.Decoder(CreateScan)
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
 def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     """(field path, message) of a msgspec error: `$.strategies[2]` becomes `strategies[2]`."""
-    match = _AT.match(str(exc))
-    if match is None:  # pragma: no cover - the pattern matches any string
-        return "body", str(exc)
-    path = (match["path"] or "").lstrip(".")
-    return path or "body", match["msg"]
+    path, message = split_validation_message(str(exc))
+    return path.lstrip(".") or "body", message
 
 
 def decode_create(body: bytes) -> CreateScan:

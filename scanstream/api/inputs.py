@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from scanstream.api.errors import BadRequest, PayloadTooLarge
 from scanstream.errors import InvalidRequest
+from scanstream.ids import is_stream_id
 
-STREAM_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,200}")
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -74,7 +74,7 @@ def stream_id_param(request: Request, name: str) -> str | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if STREAM_ID_RE.fullmatch(raw) is None:
+    if not is_stream_id(raw):
         raise InvalidRequest(f"{name}: must be a log entry id like 1700000000000-0", field=name)
     return raw
 

@@ -29,6 +29,7 @@ from scanstream.api.context import context
 from scanstream.api.errors import BadRequest, RateLimited
 from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
+from scanstream.ids import is_stream_id, stream_id_key
 from scanstream.live import sse
 from scanstream.live.fanout import RETRY_AFTER_S, Fanout
 from scanstream.live.subscriber import CLOSE, HEARTBEAT, SseFull, Subscriber
@@ -55,7 +56,7 @@ def resume_point(request: Request) -> str | None:
     if raw is None or not raw.strip():
         return None
     raw = raw.strip()
-    if sse.STREAM_ID_RE.fullmatch(raw) is None or max(sse.id_key(raw)) > MAX_ID_PART:
+    if not is_stream_id(raw) or max(stream_id_key(raw)) > MAX_ID_PART:
         raise BadRequest(
             f"{source}: {raw[:40]!r} is not an event id; ids look like "
             "1700000000000-0 (use 0-0 to start from the beginning)."
@@ -107,7 +108,7 @@ class EventStream:
         self.fanout = fanout
         self.sub = sub
         self.first = first
-        self.last = sse.id_key(after) if after else (0, 0)
+        self.last = stream_id_key(after) if after else (0, 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -173,7 +174,7 @@ class EventStream:
         while True:
             for entry in page:
                 chunk.append(sse.message(sub.scan_id, entry))
-                self.last = sse.id_key(entry.id)
+                self.last = stream_id_key(entry.id)
                 if sse.ends_stream(entry):
                     await self._write(send, b"".join(chunk), more=False)
                     return True

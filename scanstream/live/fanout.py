@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 
 from scanstream import events as ev
 from scanstream.errors import ScanstreamError
+from scanstream.ids import stream_id_key
 from scanstream.keys import Keys
 from scanstream.live import sse
 from scanstream.live.subscriber import CLOSE, HEARTBEAT, Item, SseFull, Subscriber
@@ -279,12 +280,12 @@ class Fanout:
         watchers = self._watchers.get(key)
         if position is None or not watchers:
             return  # not watched (any more), or its position is still being fixed
-        floor = sse.id_key(position)
+        floor = stream_id_key(position)
         scan_id = self._scan_of[key]
         items: list[Item] = []
         for entry_id, fields in raw:
             entry = ev.decode_entry(entry_id, fields)
-            item_key = sse.id_key(entry.id)
+            item_key = stream_id_key(entry.id)
             if item_key <= floor:
                 continue  # a read that started before this stream was re-watched
             items.append(Item(item_key, sse.message(scan_id, entry), sse.ends_stream(entry)))

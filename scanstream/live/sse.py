@@ -15,7 +15,6 @@ import msgspec
 from scanstream.events import TERMINAL_TYPES, LogEntry
 from scanstream.service import log_event
 
-STREAM_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
 # An event name that cannot break the framing; a hostile entry's type that is not one is
 # sent as `event: invalid` (its real type is still in the data, JSON-escaped).
 SAFE_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -42,12 +41,6 @@ def comment(text: str) -> bytes:
 def ends_stream(entry: LogEntry) -> bool:
     """The terminal scan event: the last message a stream sends."""
     return entry.event is not None and entry.type in TERMINAL_TYPES
-
-
-def id_key(entry_id: str) -> tuple[int, int]:
-    """A stream entry id as (ms, seq), which orders like Redis orders them."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq)
 
 
 def id_str(key: tuple[int, int]) -> str:

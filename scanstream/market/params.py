@@ -8,14 +8,13 @@ overrides from `params.<strategy name>` (see docs/strategies.md).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from scanstream.errors import InvalidRequest
+from scanstream.errors import InvalidRequest, split_validation_message
 
 CSV_ROOT_ENV = "SCANSTREAM_CSV_ROOT"
 # symbols x venues x bars of a synthetic market: bounds the memory (~120 bytes a bar) and the
@@ -59,9 +58,6 @@ class MarketParams(msgspec.Struct, frozen=True, kw_only=True):
         return self.fee_bps / 10_000.0
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-
-
 def parse_params(
     params: Mapping[str, Any] | None, *, csv_root: str | Path | None = None
 ) -> MarketParams:
@@ -79,9 +75,8 @@ def parse_params(
     try:
         parsed = msgspec.convert(dict(params), MarketParams)
     except msgspec.ValidationError as exc:
-        match = _AT.match(str(exc))
-        msg, path = (match["msg"], match["path"]) if match else (str(exc), None)
-        field = "params" + (path or "")
+        path, msg = split_validation_message(str(exc))
+        field = "params" + path
         raise InvalidRequest(f"{field}: {msg}", field=field) from None
     for name in ("symbols", "venues"):
         values = getattr(parsed, name)

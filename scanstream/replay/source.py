@@ -7,7 +7,6 @@ replay uses the very same decoder as the API.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,14 +18,13 @@ from redis.asyncio import Redis
 from scanstream import events as ev
 from scanstream.errors import ConfigError, ScanNotFound, ScanstreamError
 from scanstream.events import LogEntry, ScanRequested
-from scanstream.ids import is_scan_id
+from scanstream.ids import is_scan_id, is_stream_id, stream_id_key
 from scanstream.keys import Keys
-from scanstream.redis_conn import client
+from scanstream.redis_conn import client, text
 from scanstream.settings import Settings
 from scanstream.store import store_errors
 
 PAGE = 1000  # entries per XRANGE round trip
-ENTRY_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
 
 
 class ReplayError(ScanstreamError):
@@ -87,14 +85,14 @@ class Log:
 
 def entry_key(entry_id: str) -> tuple[int, int]:
     """A stream id as (ms, seq), which is how Redis orders them."""
-    match = ENTRY_ID_RE.fullmatch(entry_id)
-    if match is None:
-        raise ReplayError(f"not a stream entry id: {entry_id!r}")
-    return int(match[1]), int(match[2])
+    try:
+        return stream_id_key(entry_id)
+    except ValueError as exc:
+        raise ReplayError(str(exc)) from None
 
 
 def is_entry_id(value: str) -> bool:
-    return ENTRY_ID_RE.fullmatch(value) is not None
+    return is_stream_id(value)
 
 
 def entry_ms(entry_id: str) -> int:
@@ -108,10 +106,6 @@ def entry_time(entry_id: str) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def fetch_log(redis: Redis, keys: Keys, scan_id: str) -> Log:
     """Read a scan's whole stream from Redis, page by page. `ScanNotFound` if it has none."""
     if not is_scan_id(scan_id):
@@ -123,7 +117,7 @@ async def fetch_log(redis: Redis, keys: Keys, scan_id: str) -> Log:
         async with store_errors():
             page: list[Any] = list(await redis.xrange(key, start, "+", count=PAGE) or [])
         for entry_id, fields in page:
-            raw.append(RawEntry(_text(entry_id), tuple((fields or {}).items())))
+            raw.append(RawEntry(text(entry_id), tuple((fields or {}).items())))
         if len(page) < PAGE:
             break
         start = f"({raw[-1].id}"
