@@ -17,6 +17,7 @@ from scanstream.strategies.api import Strategy, StrategyContext, strategy
 from tests.support import replay_scans
 from tests.support import strategies as ts
 from tests.support.replay_scans import SMALL_MARKET, run_scan, shared_scan
+from tests.support.scans import market_factory
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_rerun_shows_when_the_code_changed(mixed: tuple[Settings, str]) -> None:
             "finder",
             strategies=table,
             settings=settings,
-            market_factory=replay_scans.market_factory,
+            market_factory=market_factory,
         )
     )
 

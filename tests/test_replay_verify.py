@@ -20,7 +20,8 @@ from scanstream.replay import Log, RawEntry, load_log, state_at, verify
 from scanstream.replay.cli import main
 from scanstream.replay.exchange import export_log
 from scanstream.settings import Settings
-from tests.support.replay_scans import TEST_SECRET, serving, shared_scan
+from tests.support.http import serve
+from tests.support.replay_scans import TEST_SECRET, shared_scan
 
 GOLDEN = Path(__file__).parent / "golden" / "v1-completed.jsonl"
 
@@ -239,7 +240,7 @@ def test_the_cli_catches_an_api_serving_a_wrong_status(
     status = copy.deepcopy(snap.status)
     status["strategies"][5]["attempts"] = 1  # flaky took 2
     app = _fake_api(status, snap.results, "tok")
-    with serving(app) as url:
+    with serve(app) as url:
         assert main([env, "--verify", "--api", url, "--token", "tok", "--json"]) == 1
         body = orjson.loads(capsys.readouterr().out)
         changes = {c["name"]: c["changes"] for c in body["comparisons"]}
@@ -269,7 +270,7 @@ def test_the_cli_agrees_with_the_real_api(
 
     settings, scan_id = mixed
     token = make_token(TEST_SECRET, "alice")
-    with serving(create_app(settings)) as url:
+    with serve(create_app(settings)) as url:
         code = main([scan_id, "--verify", "--api", url, "--token", token, "--json"])
         body = orjson.loads(capsys.readouterr().out)
         assert code == 0, body
@@ -281,7 +282,7 @@ def test_the_cli_agrees_with_the_real_api(
         assert "does not know" in capsys.readouterr().err
     running_settings, running = shared_scan(redis_server.url, "unfinished")
     monkeypatch.setenv("SCANSTREAM_PREFIX", running_settings.prefix)
-    with serving(create_app(running_settings)) as url:
+    with serve(create_app(running_settings)) as url:
         assert main([running, "--verify", "--api", url, "--token", token]) == 0
         assert "exactly the fold" in capsys.readouterr().out
 

@@ -21,7 +21,8 @@ def auth(user: str = "alice") -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(SECRET, user)}"}
 
 
-def opportunity(strategy: str, symbol: str, score: float) -> Opportunity:
+def opportunity(strategy: str, symbol: str, score: float, blob: str = "") -> Opportunity:
+    """A finding with a predictable id; `blob` pads its details (to make entries large)."""
     return Opportunity(
         id=f"opp_{strategy}_{symbol}",
         strategy=strategy,
@@ -29,6 +30,7 @@ def opportunity(strategy: str, symbol: str, score: float) -> Opportunity:
         side="long",
         score=score,
         expected_return=score / 100,
+        details={"blob": blob} if blob else {},
     )
 
 

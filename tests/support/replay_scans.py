@@ -8,29 +8,24 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
-from consumers.worker import Worker
 from scanstream import events as ev
-from scanstream import jobs
-from scanstream.ids import new_scan_id
 from scanstream.keys import Keys
-from scanstream.market import market_for, parse_params
 from scanstream.projection import ScanView, fold_all
 from scanstream.redis_conn import client
 from scanstream.settings import Settings
 from scanstream.store import EventStore
 from scanstream.strategies.api import Strategy
 from scanstream.strategies.registry import load_strategies
+from tests.support.scans import start_scan, workers_running
 
 SMALL_MARKET = {
     "symbols": ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD"],
@@ -55,40 +50,6 @@ MIXED_PARAMS = {**SMALL_MARKET, "finds": 3, "slow_s": 0.2}
 
 def strategies(settings: Settings) -> dict[str, Strategy]:
     return load_strategies(settings.strategy_modules)
-
-
-def market_factory(params: Mapping[str, Any]) -> Any:
-    """What `consumers.worker.serve` uses: the market the params describe."""
-    return market_for(parse_params(dict(params)))
-
-
-@asynccontextmanager
-async def worker_running(settings: Settings) -> AsyncIterator[Worker]:
-    worker = Worker(settings, strategies(settings), market_factory, concurrency=16)
-    async with anyio.create_task_group() as tg:
-        await tg.start(worker.run)
-        yield worker
-        tg.cancel_scope.cancel()
-
-
-async def start_scan(
-    store: EventStore,
-    names: Sequence[str],
-    params: dict[str, Any],
-    *,
-    user: str = "alice",
-    enqueue: Sequence[str] | None = None,
-) -> str:
-    """scan.requested for `names`, then jobs for `enqueue` (default: all of them)."""
-    scan_id = new_scan_id()
-    await store.create_scan(
-        scan_id, ev.stamp(ev.ScanRequested, user_id=user, strategies=list(names), params=params)
-    )
-    await jobs.ensure_group(store.redis, store.keys)
-    pipe = store.redis.pipeline(transaction=False)
-    jobs.enqueue_into(pipe, store.keys, scan_id, list(names if enqueue is None else enqueue))
-    await pipe.execute()
-    return scan_id
 
 
 async def wait(
@@ -123,9 +84,13 @@ async def run_scan(
     redis = client(settings.redis_url or "")
     store = EventStore(redis, Keys(settings.prefix), retention_s=settings.retention_s)
     try:
-        async with worker_running(settings):
+        async with workers_running(settings, strategies(settings), concurrency=16):
             scan_id = await start_scan(
-                store, names, MIXED_PARAMS if params is None else params, user=user, enqueue=enqueue
+                store,
+                names,
+                MIXED_PARAMS if params is None else params,
+                user_id=user,
+                enqueue=True if enqueue is None else enqueue,
             )
             if cancel_after_s is not None:
                 await anyio.sleep(cancel_after_s)
@@ -172,31 +137,6 @@ def shared_scan(redis_url: str, kind: str = "mixed") -> tuple[Settings, str]:
             raise ValueError(kind)
         _shared[key] = (settings, scan_id)
     return _shared[key]
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """A real HTTP server (uvicorn) for `app` in a thread; yields its base URL."""
-    import uvicorn
-
-    from scanstream.embedded import free_port
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def golden(directory: Path) -> None:

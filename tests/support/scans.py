@@ -29,9 +29,10 @@ async def start_scan(
     strategies: Sequence[str],
     params: dict[str, Any] | None = None,
     user_id: str = "alice",
-    enqueue: bool = True,
+    enqueue: bool | Sequence[str] = True,
 ) -> str:
-    """What POST /v1/scans does underneath: scan.requested, then one job per strategy."""
+    """What POST /v1/scans does underneath: scan.requested, then one job per strategy
+    (or only for the strategies `enqueue` names; none if it is False)."""
     scan_id = new_scan_id()
     requested = ev.stamp(
         ev.ScanRequested, user_id=user_id, strategies=list(strategies), params=params or {}
@@ -40,7 +41,8 @@ async def start_scan(
     if enqueue:
         await jobs.ensure_group(store.redis, store.keys)
         pipe = store.redis.pipeline(transaction=False)
-        jobs.enqueue_into(pipe, store.keys, scan_id, strategies)
+        queued = strategies if enqueue is True else enqueue
+        jobs.enqueue_into(pipe, store.keys, scan_id, list(queued))
         await pipe.execute()
     return scan_id
 

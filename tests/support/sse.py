@@ -20,15 +20,13 @@ from scanstream.settings import Settings
 from scanstream.store import EventStore
 from scanstream.strategies.registry import load_strategies
 from tests.conftest import SECRET
+from tests.support.api_events import auth as bearer
+from tests.support.api_events import opportunity
 from tests.support.scans import workers_running
 
 
 def token(user: str = "alice") -> str:
     return make_token(SECRET, user)
-
-
-def bearer(user: str = "alice") -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(user)}"}
 
 
 @dataclass
@@ -152,18 +150,6 @@ async def wait_for_metric(
         if time.monotonic() - start > timeout_s:
             raise AssertionError(f"{name} is {await metric(client, name)}, not {value}")
         await anyio.sleep(0.02)
-
-
-def opportunity(strategy: str, symbol: str, score: float, blob: str = "") -> ev.Opportunity:
-    return ev.Opportunity(
-        id=f"opp_{strategy}_{symbol}",
-        strategy=strategy,
-        symbol=symbol,
-        side="long",
-        score=score,
-        expected_return=score / 100,
-        details={"blob": blob} if blob else {},
-    )
 
 
 async def run_strategy(
