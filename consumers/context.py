@@ -1,27 +1,35 @@
-"""What a running strategy sees: its params, market data, and fenced progress/finding writes."""
+"""What a running strategy sees: its params, market data, and fenced progress/finding writes.
+
+The context lives where the strategy runs (the worker's loop, a strategy thread, or a
+strategy process); its writes go through `write`, which the isolation mode connects to
+the worker's loop, where the fenced store calls are made. `write` answers the fenced
+write's status (`ok`, `ended`, `stale`, `done`, `missing`).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from scanstream import events as ev
 from scanstream.events import Opportunity
-from scanstream.store import EventStore, WriteOutcome
 from scanstream.strategies.api import ContextBase, StrategyStopped
 
 # Progress writes closer together than this are coalesced (findings are never dropped).
 PROGRESS_INTERVAL_S = 0.05
 
+Pairs = list[tuple[str, bytes]]  # encoded events: (type, data) of their stream entries
+WriteFn = Callable[[Pairs], Awaitable[str]]
+
 
 class RunContext(ContextBase):
     """A `StrategyContext` for one attempt. Findings are buffered and written with the next
-    progress report or with the attempt's final event, one fenced script call each time."""
+    progress report or with the attempt's final event, one fenced write each time."""
 
     def __init__(
         self,
-        store: EventStore,
+        write: WriteFn,
         *,
         scan_id: str,
         strategy: str,
@@ -36,7 +44,7 @@ class RunContext(ContextBase):
             params=params,
             market_factory=market_factory,
         )
-        self.store = store
+        self._write = write
         self._pending: list[ev.Event] = []
         self._last_progress_write = 0.0
         self.stop_reason: str | None = None  # set from outside: "cancelled" or "lost"
@@ -77,25 +85,22 @@ class RunContext(ContextBase):
         )
         await self.flush()
 
-    # -- used by the runner ------------------------------------------------------------
+    # -- used by the attempt ------------------------------------------------------------
 
     async def flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        outcome = await self.store.append_strategy_events(
-            self.scan_id, self.strategy, self.attempt, batch
-        )
-        self._check(outcome)
+        self._check(await self._write(ev.pairs(batch)))
 
-    def take_pending(self) -> list[ev.Event]:
+    def take_pending(self) -> Pairs:
         batch, self._pending = self._pending, []
-        return batch
+        return ev.pairs(batch)
 
-    def _check(self, outcome: WriteOutcome) -> None:
-        if outcome.status == "ended":
+    def _check(self, status: str) -> None:
+        if status == "ended":
             self.stop_reason = "cancelled"
-        elif outcome.status in ("stale", "done", "missing"):
+        elif status in ("stale", "done", "missing"):
             self.stop_reason = "lost"
         self._raise_if_stopped()
 

@@ -98,6 +98,27 @@ REDIS_ERRORS = Counter(
     ["loop"],
     registry=REGISTRY,
 )
+HARD_STOPS = Counter(
+    "scanstream_worker_hard_stops",
+    "Stopped attempts that did not yield and were interrupted (thread) or killed (process)",
+    ["isolation"],
+    registry=REGISTRY,
+)
+ABANDONED_THREADS = Counter(
+    "scanstream_worker_abandoned_threads",
+    "Strategy threads left running a long C call after their attempt was stopped",
+    registry=REGISTRY,
+)
+STRATEGY_CRASHES = Counter(
+    "scanstream_worker_strategy_crashes",
+    "Strategy processes that died during an attempt (crash, os._exit, out of memory)",
+    registry=REGISTRY,
+)
+STORE_WAITS = Counter(
+    "scanstream_worker_store_waits",
+    "Writes of running jobs retried while Redis was unreachable (the job stays here)",
+    registry=REGISTRY,
+)
 INFLIGHT = Gauge(
     "scanstream_worker_inflight_jobs",
     "Jobs running in this worker now",

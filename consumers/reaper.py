@@ -5,6 +5,8 @@ removing consumers that are gone.
   with what it has (`EventStore.end_overdue_scan`), whether or not any worker is running
   its jobs: no scan stays `running` or `queued` for ever. The set is written when the
   scan is created (`EventStore.create_scan`), so no API change is needed to register it.
+- The running set itself: a scan that ended leaves it by the next round
+  (`EventStore.forget_ended_scans`), even when the removal that follows its end was lost.
 - Trimming: acknowledged job entries are dropped (lua/trim_jobs.lua), never a pending or
   undelivered one. Scan streams are never trimmed: they expire whole, after they end.
 - Consumers with no pending job that have not read for `consumer_expiry_s` are removed
@@ -71,6 +73,7 @@ class Reaper:
     async def sweep(self) -> RoundReport:
         """One round of every upkeep step."""
         ended, forgotten = await self.end_overdue_scans()
+        forgotten += await self.store.forget_ended_scans()
         trimmed = await jobs.trim(self.redis, self.keys)
         if trimmed:
             metrics.TRIMMED.inc(trimmed)

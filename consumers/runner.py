@@ -13,6 +13,10 @@ without running (`WorkerLost`): a strategy that kills or freezes its worker each
 would otherwise be retried for ever, taking workers down with it. The cap is wider than
 `max_attempts` so that a healthy strategy whose workers were merely slow or restarted a
 few times is not failed for it.
+
+A store error never abandons a job: each write is sent again, with the same write token
+(so a write that did land is not applied twice), until Redis answers; the job stays with
+this worker meanwhile, and the heartbeat keeps its claim once Redis is back.
 """
 
 from __future__ import annotations
@@ -23,24 +27,29 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
 
 from consumers import metrics
-from consumers.context import RunContext
+from consumers.context import Pairs
+from consumers.isolation import AttemptResult, AttemptSpec, Executor
 from scanstream import events as ev
 from scanstream.errors import StoreUnavailable
 from scanstream.jobs import Job
 from scanstream.settings import Settings
-from scanstream.store import EventStore
-from scanstream.strategies.api import Strategy, StrategyStopped
+from scanstream.store import EventStore, WriteOutcome, new_write_token
+from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")
 MAX_BACKOFF_S = 30.0
 LOST_ATTEMPTS_FACTOR = 2
+# Re-sending a write while Redis is unreachable: 50 ms doubling to this, so a job goes on
+# within about this long of Redis answering again.
+STORE_RETRY_MAX_S = 0.5
 _requested_decoder = msgspec.json.Decoder(ev.ScanRequested)
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,13 +60,11 @@ class Run:
     # The current attempt's (or retry backoff's) scope; each attempt checks `stop_reason`
     # when it opens its scope, so a stop that comes before any scope still stops it.
     scope: anyio.CancelScope | None = None
-    context: RunContext | None = None
+    attempt: int | None = None
     stop_reason: str | None = None  # "cancelled" (scan ended) or "lost" (claim taken)
 
     def stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
-        if self.context is not None:
-            self.context.stop_reason = self.stop_reason
         if self.scope is not None:
             self.scope.cancel()
 
@@ -71,7 +78,7 @@ class JobRunner:
     store: EventStore
     settings: Settings
     strategies: Mapping[str, Strategy]
-    market_factory: Callable[[Mapping[str, Any]], Any]
+    executor: Executor
     worker_name: str
     on_dead_letter: Callable[[Job, int, ev.ErrorInfo], Awaitable[None]]
     # Whether this worker still owns the job (an owner-checked claim refresh). Asked
@@ -89,11 +96,11 @@ class JobRunner:
         job = run.job
         first = True
         while True:
-            if not first and not await self.still_owned(job):
+            if not first and not await self.until_stored(run, lambda: self.still_owned(job)):
                 self._log_stop(run, "lost", {"scan_id": job.scan_id, "strategy": job.strategy})
                 return False
             first = False
-            started = await self.store.start_strategy(job.scan_id, job.strategy, self.worker_name)
+            started = await self._write(run, "start", 0, [])
             if not started.ok:
                 # ended / done / missing: nothing left to do for this job.
                 metrics.JOBS.labels("skipped").inc()
@@ -109,7 +116,7 @@ class JobRunner:
                     "strategy abandoned after lost attempts",
                     extra=self._extra(job, started.attempt),
                 )
-                return await self._fail(run, started.attempt, error, final=True)
+                return await self._fail(run, started.attempt, error, [], final=True)
             verdict = await self._attempt(run, started.attempt, started.requested)
             if verdict is not None:
                 return verdict
@@ -117,6 +124,7 @@ class JobRunner:
     async def _attempt(self, run: Run, attempt: int, requested_raw: bytes | None) -> bool | None:
         """One attempt. Returns ack/no-ack when the job is over, None to retry."""
         job = run.job
+        run.attempt = attempt
         extra = self._extra(job, attempt)
         strategy = self.strategies.get(job.strategy)
         params = _params_of(requested_raw) if requested_raw is not None else None
@@ -129,114 +137,113 @@ class JobRunner:
                 message=f"{job.strategy}: {problem}",
             )
             log.error("strategy cannot run: %s", problem, extra=extra)
-            return await self._fail(run, attempt, error, final=True)
-        context = RunContext(
-            self.store,
-            scan_id=job.scan_id,
-            strategy=job.strategy,
-            attempt=attempt,
-            params=params,
-            market_factory=self.market_factory,
-        )
-        run.context = context
+            return await self._fail(run, attempt, error, [], final=True)
+        spec = AttemptSpec(job.scan_id, job.strategy, attempt, params)
+
+        async def write(pairs: Pairs) -> str:
+            return (await self._write(run, "append", attempt, pairs)).status
+
         timeout = strategy.timeout_s or self.settings.strategy_timeout_s
         # One scope per attempt serves both the stop (run.stop cancels it) and the time
-        # limit (its deadline, lifted before the finishing write). A scope with a timer
-        # costs ~7-10 us, a visible share of a short job's whole cost, so one, not two.
+        # limit (its deadline, lifted before the finishing write). Cancelling it stops the
+        # strategy wherever it runs (see consumers/isolation).
         deadline = anyio.current_time() + timeout
         scope = run.scope = anyio.CancelScope(deadline=deadline)
         if run.stop_reason:  # stopped while between attempts
-            context.stop_reason = run.stop_reason
             scope.cancel()
         label = self.labels(job.strategy)
         began = time.monotonic()
         log.info("strategy started", extra=extra)
         metrics.ATTEMPTS.labels(label).inc()
-        try:
-            with scope:
-                await strategy.run(context)
-                if scope.cancel_called and run.stop_reason is None:
-                    raise TimeoutError  # it returned only after its time limit fired
-                scope.deadline = math.inf  # the limit is the strategy's, not the write's
-                completed = ev.stamp(
-                    ev.StrategyCompleted,
-                    strategy=job.strategy,
-                    attempt=attempt,
-                    opportunities=context.found_count,
-                    duration_ms=int((time.monotonic() - began) * 1000),
-                )
-                outcome = await self.store.finish_strategy(
-                    job.scan_id, job.strategy, attempt, [*context.take_pending(), completed]
-                )
-                metrics.DURATION.labels(label, "completed").observe(time.monotonic() - began)
-                if outcome.status == "stale":
-                    self._log_stop(run, "lost", extra)
-                    return False
-                if not outcome.ok:
-                    self._log_stop(run, "cancelled" if outcome.status == "ended" else "done", extra)
-                    return True
-                metrics.JOBS.labels("completed").inc()
-                if log.isEnabledFor(logging.DEBUG):  # per job; the scan's log records it
-                    ended = f", scan ended {outcome.terminal}" if outcome.terminal else ""
-                    log.debug(
-                        "strategy completed: %d opportunities%s",
-                        context.found_count,
-                        ended,
-                        extra=extra,
-                    )
-                return True
-            if (
-                scope.cancelled_caught
-                and run.stop_reason is None
-                and anyio.current_time() >= deadline
-            ):
-                raise TimeoutError  # the time limit, not a stop
-        except StrategyStopped:
-            pass
-        except TimeoutError:
-            metrics.TIMEOUTS.labels(label).inc()
-            metrics.DURATION.labels(label, "timeout").observe(time.monotonic() - began)
-            error = ev.ErrorInfo(type="Timeout", message=f"exceeded its time limit of {timeout:g}s")
-            log.warning("strategy timed out after %gs", timeout, extra=extra)
-            return await self._fail(run, attempt, error, final=True)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:  # a strategy's own bug or bad data: retry, then dead-letter
-            metrics.DURATION.labels(label, "failed").observe(time.monotonic() - began)
-            error = ev.ErrorInfo(type=type(exc).__name__, message=str(exc)[:500])
-            final = attempt >= self.settings.max_attempts
-            log.warning(
-                "strategy failed%s: %s",
-                "" if final else ", will retry",
-                error.message,
-                extra=extra,
-                exc_info=final,
-            )
-            verdict = await self._fail(run, attempt, error, final=final)
-            if final or verdict is False or run.stop_reason:
-                return verdict
-            run.scope = anyio.CancelScope()
-            with run.scope:
-                await anyio.sleep(self._backoff(attempt))
-            if run.stop_reason:
-                self._log_stop(run, run.stop_reason, extra)
-                return run.stop_reason != "lost"
-            return None
+        with scope:
+            result = await self.executor.run(strategy, spec, write)
+            if scope.cancel_called and run.stop_reason is None:
+                result.error = result.error or _timeout(timeout)  # it ended only as time ran out
+            scope.deadline = math.inf  # the limit is the strategy's, not the write's
+            if result.stopped:
+                run.stop_reason = run.stop_reason or result.stopped
+            elif result.error is not None:
+                return await self._failed(run, attempt, result.error, result.pending, began)
+            else:
+                return await self._completed(run, attempt, result.pending, result, began)
+        if scope.cancelled_caught and run.stop_reason is None:
+            return await self._failed(run, attempt, _timeout(timeout), [], began)
         # Stopped: the scan ended (acknowledge) or another worker owns the job (leave it).
-        reason = run.stop_reason or context.stop_reason or "cancelled"
+        reason = run.stop_reason or "cancelled"
         metrics.DURATION.labels(label, "stopped").observe(time.monotonic() - began)
         self._log_stop(run, reason, extra)
         return reason != "lost"
 
-    async def _fail(self, run: Run, attempt: int, error: ev.ErrorInfo, *, final: bool) -> bool:
+    async def _completed(
+        self, run: Run, attempt: int, pending: Pairs, result: AttemptResult, began: float
+    ) -> bool:
         job = run.job
-        pending = run.context.take_pending() if run.context else []
+        extra = self._extra(job, attempt)
+        completed = ev.stamp(
+            ev.StrategyCompleted,
+            strategy=job.strategy,
+            attempt=attempt,
+            opportunities=result.found_count,
+            duration_ms=int((time.monotonic() - began) * 1000),
+        )
+        outcome = await self._write(run, "finish", attempt, [*pending, *ev.pairs([completed])])
+        metrics.DURATION.labels(self.labels(job.strategy), "completed").observe(
+            time.monotonic() - began
+        )
+        if outcome.status == "stale":
+            self._log_stop(run, "lost", extra)
+            return False
+        if not outcome.ok:
+            self._log_stop(run, "cancelled" if outcome.status == "ended" else "done", extra)
+            return True
+        metrics.JOBS.labels("completed").inc()
+        if log.isEnabledFor(logging.DEBUG):  # per job; the scan's log records it
+            ended = f", scan ended {outcome.terminal}" if outcome.terminal else ""
+            log.debug(
+                "strategy completed: %d opportunities%s", result.found_count, ended, extra=extra
+            )
+        return True
+
+    async def _failed(
+        self, run: Run, attempt: int, error: ev.ErrorInfo, pending: Pairs, began: float
+    ) -> bool | None:
+        """A failed attempt: time limit (final), or an error (retried, then dead-lettered)."""
+        job = run.job
+        extra = self._extra(job, attempt)
+        label = self.labels(job.strategy)
+        if error.type == "Timeout":
+            metrics.TIMEOUTS.labels(label).inc()
+            metrics.DURATION.labels(label, "timeout").observe(time.monotonic() - began)
+            log.warning("strategy timed out: %s", error.message, extra=extra)
+            return await self._fail(run, attempt, error, pending, final=True)
+        metrics.DURATION.labels(label, "failed").observe(time.monotonic() - began)
+        final = attempt >= self.settings.max_attempts
+        log.warning(
+            "strategy failed%s: %s: %s",
+            "" if final else ", will retry",
+            error.type,
+            error.message,
+            extra=extra,
+        )
+        verdict = await self._fail(run, attempt, error, pending, final=final)
+        if final or verdict is False or run.stop_reason:
+            return verdict
+        run.scope = anyio.CancelScope()
+        with run.scope:
+            await anyio.sleep(self._backoff(attempt))
+        if run.stop_reason:
+            self._log_stop(run, run.stop_reason, extra)
+            return run.stop_reason != "lost"
+        return None
+
+    async def _fail(
+        self, run: Run, attempt: int, error: ev.ErrorInfo, pending: Pairs, *, final: bool
+    ) -> bool:
+        job = run.job
         failed = ev.stamp(
             ev.StrategyFailed, strategy=job.strategy, attempt=attempt, error=error, final=final
         )
-        outcome = await self.store.finish_strategy(
-            job.scan_id, job.strategy, attempt, [*pending, failed]
-        )
+        outcome = await self._write(run, "finish", attempt, [*pending, *ev.pairs([failed])])
         if outcome.status == "stale":
             self._log_stop(run, "lost", self._extra(job, attempt))
             return False
@@ -244,11 +251,55 @@ class JobRunner:
             return True
         if final:
             metrics.JOBS.labels("failed").inc()
-            await self.on_dead_letter(job, attempt, error)
+            await self.until_stored(run, lambda: self.on_dead_letter(job, attempt, error))
             metrics.DEAD_LETTERS.labels(self.labels(job.strategy)).inc()
         else:
             metrics.RETRIES.labels(self.labels(job.strategy)).inc()
         return True
+
+    # -- writes that outlive a Redis restart --------------------------------------------
+
+    async def _write(self, run: Run, mode: str, attempt: int, pairs: Pairs) -> WriteOutcome:
+        """One fenced write of this job, re-sent with its token until Redis answers."""
+        job = run.job
+        token = new_write_token()
+        if mode == "start":
+            return await self.until_stored(
+                run,
+                lambda: self.store.start_strategy(
+                    job.scan_id, job.strategy, self.worker_name, token=token
+                ),
+            )
+        return await self.until_stored(
+            run,
+            lambda: self.store.write_strategy(
+                job.scan_id, mode, job.strategy, attempt, pairs, token=token
+            ),
+        )
+
+    async def until_stored(self, run: Run, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again after each `StoreUnavailable`, until Redis answers.
+
+        The job is not given up: its claim stays with this worker (no other worker can
+        take it while Redis is down, and the heartbeat refreshes it once Redis is back),
+        so it goes on within `STORE_RETRY_MAX_S` of Redis answering instead of waiting a
+        claim idle time for another worker to reclaim it.
+        """
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                metrics.STORE_WAITS.inc()
+                if delay == 0.05:
+                    log.warning(
+                        "Redis unavailable while running a job; it stays here and goes on "
+                        "once Redis answers: %s",
+                        exc,
+                        extra=self._extra(run.job, run.attempt),
+                    )
+                await anyio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
 
     def _backoff(self, attempt: int) -> float:
         base = self.settings.retry_backoff_s * (2 ** (attempt - 1))
@@ -275,6 +326,10 @@ class JobRunner:
             )
         else:
             log.info("strategy stopped: %s", reason, extra=dict(extra))
+
+
+def _timeout(timeout_s: float) -> ev.ErrorInfo:
+    return ev.ErrorInfo(type="Timeout", message=f"exceeded its time limit of {timeout_s:g}s")
 
 
 def _params_of(requested_raw: bytes) -> Mapping[str, Any] | None:

@@ -23,6 +23,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from consumers import metrics
+from consumers.isolation import executor_for
 from consumers.leases import Leases, job_from_entry
 from consumers.reaper import Reaper
 from consumers.runner import JobRunner, Run
@@ -33,7 +34,7 @@ from scanstream.jobs import Job, ensure_group
 from scanstream.keys import JOB_GROUP, Keys
 from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import REDIS_FAULTS, EventStore, store_errors
+from scanstream.store import EventStore, store_errors
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")
@@ -70,11 +71,12 @@ class Worker:
         self.blocking: Redis = client(settings.redis_url, max_connections=2)
         self.store = EventStore(self.redis, self.keys, retention_s=settings.retention_s)
         self.leases = Leases(self.redis, self.keys, self.name)
+        self.executor = executor_for(settings, market_factory, concurrency=self.concurrency)
         self.runner = JobRunner(
             store=self.store,
             settings=settings,
             strategies=strategies,
-            market_factory=market_factory,
+            executor=self.executor,
             worker_name=self.name,
             on_dead_letter=self._dead_letter,
             still_owned=self._still_owned,
@@ -93,6 +95,7 @@ class Worker:
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         await self._ensure_group_with_retry()
         await self._check_eviction_policy()
+        await self.executor.start()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -105,6 +108,7 @@ class Worker:
                 task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
+                await self.executor.aclose()
                 await self._flush_acks()
                 await self.redis.aclose()
                 await self.blocking.aclose()
@@ -173,19 +177,9 @@ class Worker:
     async def _run(self, run: Run) -> None:
         ack = False
         try:
+            # Every store call of a run waits for Redis (JobRunner.until_stored): a Redis
+            # restart delays the job, it never leaves it for another worker to reclaim.
             ack = await self.runner.run_job(run)
-        except (StoreUnavailable, *REDIS_FAULTS) as exc:
-            # Leave the job pending: it is reclaimed once Redis is back and it goes idle.
-            metrics.REDIS_ERRORS.labels("run").inc()
-            log.warning(
-                "store unavailable while running a job: %s",
-                exc,
-                extra={
-                    "scan_id": run.job.scan_id,
-                    "strategy": run.job.strategy,
-                    "job_id": run.job.entry_id,
-                },
-            )
         finally:
             self.inflight.pop(run.job.entry_id, None)
             metrics.INFLIGHT.dec()
@@ -214,8 +208,8 @@ class Worker:
                         "job_id": entry_id,
                         "worker": self.name,
                     }
-                    if run.context is not None:
-                        extra["attempt"] = run.context.attempt
+                    if run.attempt is not None:
+                        extra["attempt"] = run.attempt
                     log.warning(
                         "claim lost to another worker; stopping without writing", extra=extra
                     )
@@ -370,7 +364,8 @@ class Worker:
 
 
 class _Backoff:
-    """Exponential backoff for reconnecting: 0.1 s doubling to 2 s; no crash loop."""
+    """Exponential backoff for reconnecting: 0.1 s doubling to 1 s; no crash loop, and a
+    restarted Redis is used again within a second."""
 
     def __init__(self) -> None:
         self.delay = 0.1
@@ -378,7 +373,7 @@ class _Backoff:
     async def wait(self, exc: BaseException) -> None:
         log.warning("Redis unavailable (%s); retrying in %.1fs", exc, self.delay)
         await anyio.sleep(self.delay)
-        self.delay = min(2.0, self.delay * 2)
+        self.delay = min(1.0, self.delay * 2)
 
     def reset(self) -> None:
         self.delay = 0.1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -172,6 +172,11 @@ def type_of(event: Event) -> str:
 def encode(event: Event) -> bytes:
     """The `data` field of an entry."""
     return _encoder.encode(event)
+
+
+def pairs(events: Sequence[Event]) -> list[tuple[str, bytes]]:
+    """Events as the (type, data) field pairs of their stream entries."""
+    return [(TYPE_OF[type(e)], _encoder.encode(e)) for e in events]
 
 
 def decode(entry_id: str, type_: str, data: bytes) -> LogEntry:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from scanstream.errors import ConfigError
 
+ISOLATION_MODES = ("thread", "process", "inline")
+
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
@@ -52,6 +54,11 @@ class Settings:
     # A consumer that owns no pending job and has not read for this long is removed from
     # the group (seconds). One that still owns jobs is never removed (redis#9745).
     consumer_expiry_s: float = 3600.0
+    # Where strategy code runs: "thread" (default), "process" or "inline"
+    # (consumers/isolation/__init__.py says what each promises).
+    isolation: str = "thread"
+    # process isolation: each strategy process's address-space cap in MiB (0: none).
+    strategy_max_memory_mb: int = 0
     max_body_bytes: int = 64 * 1024
     log_format: str = "text"  # or "json"
     data_dir: str = ".scanstream"  # embedded Redis data (AOF) lives here
@@ -59,6 +66,11 @@ class Settings:
     sse_max_per_user: int = 20  # open SSE connections one user may hold on one API process
     sse_max: int = 2000  # open SSE connections on one API process
     sse_buffer: int = 1000  # events queued for one SSE subscriber before it is dropped as slow
+    # Every Redis call an HTTP request makes is bounded by this (seconds; 0: unbounded): a
+    # frozen or partitioned Redis is a 503 within it, not a request that hangs.
+    request_timeout_s: float = 2.0
+    wait_max_per_user: int = 100  # `results?wait=` long-polls one user may hold on one API process
+    wait_max: int = 5000  # `results?wait=` long-polls waiting on one API process
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -85,6 +97,12 @@ class Settings:
         reap_interval_s = _float(env, "SCANSTREAM_REAP_INTERVAL", 5.0)
         if reap_interval_s <= 0:
             raise ConfigError("SCANSTREAM_REAP_INTERVAL must be a positive number of seconds")
+        isolation = env.get("SCANSTREAM_ISOLATION") or "thread"
+        if isolation not in ISOLATION_MODES:
+            raise ConfigError(
+                f"SCANSTREAM_ISOLATION must be one of {', '.join(ISOLATION_MODES)}, "
+                f"got {isolation!r}"
+            )
         log_format = env.get("SCANSTREAM_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError("SCANSTREAM_LOG_FORMAT must be text or json")
@@ -102,6 +120,8 @@ class Settings:
             scan_deadline_s=deadline_s,
             reap_interval_s=reap_interval_s,
             consumer_expiry_s=_float(env, "SCANSTREAM_CONSUMER_EXPIRY", 3600.0),
+            isolation=isolation,
+            strategy_max_memory_mb=_int(env, "SCANSTREAM_STRATEGY_MAX_MEMORY_MB", 0),
             max_body_bytes=_int(env, "SCANSTREAM_MAX_BODY", 64 * 1024),
             log_format=log_format,
             data_dir=env.get("SCANSTREAM_DATA_DIR", ".scanstream"),
@@ -109,6 +129,9 @@ class Settings:
             sse_max_per_user=_int(env, "SCANSTREAM_SSE_MAX_PER_USER", 20),
             sse_max=_int(env, "SCANSTREAM_SSE_MAX", 2000),
             sse_buffer=max(1, _int(env, "SCANSTREAM_SSE_BUFFER", 1000)),
+            request_timeout_s=_float(env, "SCANSTREAM_REQUEST_TIMEOUT", 2.0),
+            wait_max_per_user=_int(env, "SCANSTREAM_WAIT_MAX_PER_USER", 100),
+            wait_max=_int(env, "SCANSTREAM_WAIT_MAX", 5000),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -6,12 +6,14 @@ Every Redis error is turned into `StoreUnavailable` here, at the one boundary.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anyio
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -24,6 +26,12 @@ from scanstream.keys import Keys
 from scanstream.redis_conn import text
 
 REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+FORGET_TIMEOUT_S = 2.0  # the running-set upkeep after an end never holds its caller longer
+
+
+def new_write_token() -> str:
+    """A token for one fenced write, kept across its re-sends (see `write_strategy`)."""
+    return os.urandom(12).hex()
 
 
 def lua_source(name: str) -> str:
@@ -112,7 +120,9 @@ class EventStore:
             _, result = await pipe.execute()
         return None if result == b"exists" else result.decode()
 
-    async def start_strategy(self, scan_id: str, strategy: str, worker: str) -> WriteOutcome:
+    async def start_strategy(
+        self, scan_id: str, strategy: str, worker: str, *, token: str = ""
+    ) -> WriteOutcome:
         """Append strategy.started with a newly allocated attempt number (the fencing token)."""
         body = {
             "event_id": ev.new_event_id(),
@@ -121,52 +131,83 @@ class EventStore:
             "strategy": strategy,
             "worker": worker,
         }
-        return await self._write(
-            scan_id, "start", strategy, 0, [("strategy.started", ev.encode_obj(body))]
-        )
+        pairs = [("strategy.started", ev.encode_obj(body))]
+        return await self.write_strategy(scan_id, "start", strategy, 0, pairs, token=token)
 
     async def append_strategy_events(
-        self, scan_id: str, strategy: str, attempt: int, events: Sequence[ev.Event]
+        self,
+        scan_id: str,
+        strategy: str,
+        attempt: int,
+        events: Sequence[ev.Event],
+        *,
+        token: str = "",
     ) -> WriteOutcome:
         """Append progress / opportunity events of the current attempt."""
-        return await self._write(
-            scan_id, "append", strategy, attempt, [(ev.type_of(e), ev.encode(e)) for e in events]
+        return await self.write_strategy(
+            scan_id, "append", strategy, attempt, ev.pairs(events), token=token
         )
 
     async def finish_strategy(
-        self, scan_id: str, strategy: str, attempt: int, events: Sequence[ev.Event]
+        self,
+        scan_id: str,
+        strategy: str,
+        attempt: int,
+        events: Sequence[ev.Event],
+        *,
+        token: str = "",
     ) -> WriteOutcome:
         """Append the attempt's last events (completed or failed); may end the scan."""
-        return await self._write(
-            scan_id, "finish", strategy, attempt, [(ev.type_of(e), ev.encode(e)) for e in events]
+        return await self.write_strategy(
+            scan_id, "finish", strategy, attempt, ev.pairs(events), token=token
         )
 
-    async def _write(
+    async def write_strategy(
         self,
         scan_id: str,
         mode: str,
         strategy: str,
         attempt: int,
         pairs: Sequence[tuple[str, bytes]],
+        *,
+        token: str = "",
     ) -> WriteOutcome:
+        """One fenced write (`mode`: start, append or finish) of already encoded events.
+
+        `token` makes it safe to send again after a failure whose outcome is unknown: the
+        same token answers what the first send did, if it was applied (see
+        lua/strategy_write.lua). Use a new one per write: `new_write_token()`.
+        """
         k = self.keys.scan(scan_id)
         # The terminal event's id and ts: a start never ends the scan, so it needs neither.
         if mode == "start":
-            args: list[Any] = [mode, strategy, attempt, self.retention_s, "", ""]
+            args: list[Any] = [mode, strategy, attempt, self.retention_s, "", "", token]
         else:
-            args = [mode, strategy, attempt, self.retention_s, ev.new_event_id(), ev.now_rfc3339()]
+            args = [
+                mode,
+                strategy,
+                attempt,
+                self.retention_s,
+                ev.new_event_id(),
+                ev.now_rfc3339(),
+                token,
+            ]
         for type_, data in pairs:
             args += [type_, data]
-        async with store_errors():
-            status, second, terminal = await self._writes.script(
-                self._strategy_write, [k.events, k.fence], args
-            )
+        # A finish may end the scan, and the worker stops the runs of a scan that ended:
+        # a finishing write cancelled while its reply was on the way would skip the
+        # running-set upkeep below. Its reply comes within the batcher's bounded wait.
+        with anyio.CancelScope(shield=mode == "finish"):
+            async with store_errors():
+                status, second, terminal = await self._writes.script(
+                    self._strategy_write, [k.events, k.fence], args
+                )
+            if terminal and mode != "start":  # a start's third item is scan.requested
+                await self._forget_running(scan_id)
         status = status.decode()
         if mode == "start":
             return WriteOutcome(status, attempt=int(second), requested=terminal or None)
         entry_id = second.decode() if isinstance(second, bytes) else None
-        if terminal:
-            await self._forget_running(scan_id)
         return WriteOutcome(
             status,
             attempt=attempt if status == "ok" else int(second or 0),
@@ -216,12 +257,19 @@ class EventStore:
     # -- the running set (deadline reaper, inspect) -----------------------------------
 
     async def _forget_running(self, scan_id: str) -> None:
-        """Best effort: the reaper removes an ended scan it still finds there anyway."""
-        try:
-            async with store_errors():
-                await self._writes.command("ZREM", self.keys.running_scans, scan_id)
-        except StoreUnavailable:
-            pass
+        """Best effort: the reaper removes an ended scan it still finds there anyway.
+
+        Shielded: the caller is often a strategy run that the scan's end itself cancels
+        (the worker stops runs of ended scans), and a ZREM cancelled before it was sent
+        left the scan in the running set until its deadline.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                async with store_errors():
+                    with anyio.fail_after(FORGET_TIMEOUT_S):
+                        await self._writes.command("ZREM", self.keys.running_scans, scan_id)
+            except (StoreUnavailable, TimeoutError):
+                pass
 
     async def overdue_scans(self, deadline_s: float, limit: int = 100) -> list[str]:
         """Scans created more than `deadline_s` ago and still in the running set, oldest first."""
@@ -231,6 +279,45 @@ class EventStore:
                 self.keys.running_scans, "-inf", cutoff, start=0, num=limit
             )
         return [i for i in map(text, raw) if is_scan_id(i)]
+
+    async def forget_ended_scans(self, page: int = 500, grace_s: float = 60.0) -> int:
+        """Drop every scan that has ended (or expired) from the running set; the count.
+
+        The set is kept exact by the ZREM that follows each end, but that ZREM is best
+        effort (Redis may fail right after the end was written), so each reaper round
+        sweeps the whole set: an ended scan leaves it by the next round, not at its
+        deadline. A scan whose fence does not exist yet is left alone for `grace_s` after
+        its creation (it is added to the set just before its stream is created).
+        """
+        forgotten = 0
+        start = 0
+        young = ev.wall_ms() - int(grace_s * 1000)
+        while True:
+            async with store_errors():
+                raw: Any = await self.redis.zrange(
+                    self.keys.running_scans, start, start + page - 1, withscores=True
+                )
+                rows = [(text(m), int(score)) for m, score in raw]
+                pipe = self.redis.pipeline(transaction=False)
+                for scan_id, _ in rows:
+                    if is_scan_id(scan_id):
+                        pipe.hmget(self.keys.scan(scan_id).fence, "terminal", "total")
+                    else:
+                        pipe.echo(b"malformed")
+                replies = await pipe.execute() if rows else []
+                gone = [
+                    scan_id
+                    for (scan_id, created_ms), reply in zip(rows, replies, strict=True)
+                    if reply == b"malformed"
+                    or reply[0] is not None
+                    or (reply[1] is None and created_ms < young)
+                ]
+                if gone:
+                    await self.redis.zrem(self.keys.running_scans, *gone)
+            forgotten += len(gone)
+            if len(rows) < page:
+                return forgotten
+            start += page - len(gone)
 
     async def running_scans(self, limit: int = 1000) -> list[RunningScan]:
         """The running set, oldest first, each with its fence's counts.

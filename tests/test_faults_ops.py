@@ -22,6 +22,7 @@ from scanstream import events as ev
 from scanstream import jobs
 from scanstream.embedded import RedisProcess, free_port
 from scanstream.errors import ConfigError
+from scanstream.ids import new_scan_id
 from scanstream.keys import JOB_GROUP
 from scanstream.redis_conn import client
 from scanstream.settings import Settings
@@ -170,6 +171,29 @@ async def test_only_consumers_without_pending_jobs_are_removed(store: EventStore
     claimed, _ = await Leases(r, keys, "heir").reclaim(min_idle_ms=0, count=10)
     assert [j.strategy for j in claimed] == ["a"]
     assert await jobs.prune_consumers(r, keys, min_idle_ms=60_000) == []
+
+
+async def test_an_ended_scan_leaves_the_running_set_by_the_next_sweep(
+    settings: Settings, store: EventStore
+) -> None:
+    """Given ended scans still in the running set (the removal after their end was lost),
+    a stale entry with no scan behind it, a just-created one and a running scan, one
+    reaper round removes the ended and the stale ones and keeps the other two."""
+    ended = [await start_scan(store, ["noop"], enqueue=False) for _ in range(3)]
+    for scan_id in ended:
+        assert (await store.end_scan(scan_id, "scan.cancelled"))[0] == "ok"
+    running = await start_scan(store, ["noop"], enqueue=False)
+    stale, young = new_scan_id(), new_scan_id()
+    hour_ago = ev.wall_ms() - 3_600_000
+    await store.redis.zadd(
+        store.keys.running_scans, {**dict.fromkeys(ended, hour_ago), stale: hour_ago}
+    )
+    await store.redis.zadd(store.keys.running_scans, {young: ev.wall_ms()})
+    reaper = Reaper(store.redis, store, settings, "r")
+    report = await reaper.sweep()
+    left = {r.scan_id for r in await store.running_scans()}
+    assert left == {running, young}
+    assert report.forgotten == 4 and report.ended == []
 
 
 async def test_one_reaper_round_per_interval_across_workers(

@@ -161,3 +161,48 @@ async def test_a_superseded_attempt_cannot_write(settings: Settings, store: Even
         "strategy.started",
         "strategy.started",
     ]
+
+
+def _completed(strategy: str, attempt: int) -> list[ev.Event]:
+    return [
+        ev.stamp(
+            ev.StrategyCompleted, strategy=strategy, attempt=attempt, opportunities=0, duration_ms=1
+        )
+    ]
+
+
+async def test_a_start_sent_again_with_its_token_allocates_no_second_attempt(
+    store: EventStore,
+) -> None:
+    """Given a start whose reply was lost, when it is sent again with the same write
+    token, it answers the same attempt and the log holds one strategy.started."""
+    scan_id = await start_scan(store, ["finder", "noop"], enqueue=False)
+    first = await store.start_strategy(scan_id, "finder", "w1", token="tok-1")
+    again = await store.start_strategy(scan_id, "finder", "w1", token="tok-1")
+    assert (first.status, first.attempt) == (again.status, again.attempt) == ("ok", 1)
+    assert again.requested == first.requested is not None
+    assert [e.type for e in await store.read(scan_id)] == ["scan.requested", "strategy.started"]
+    fresh = await store.start_strategy(scan_id, "finder", "w1", token="tok-2")
+    assert fresh.attempt == 2
+
+
+async def test_a_finish_sent_again_with_its_token_counts_once(store: EventStore) -> None:
+    """Given the finish that ended a scan, when it is sent again with the same write token,
+    it answers what it did the first time, and the scan holds one terminal event and
+    one completion."""
+    scan_id = await start_scan(store, ["noop"], enqueue=False)
+    attempt = (await store.start_strategy(scan_id, "noop", "w1")).attempt
+    first = await store.finish_strategy(
+        scan_id, "noop", attempt, _completed("noop", attempt), token="fin"
+    )
+    again = await store.finish_strategy(
+        scan_id, "noop", attempt, _completed("noop", attempt), token="fin"
+    )
+    assert first == again
+    assert (first.status, first.terminal) == ("ok", "scan.completed")
+    types = [e.type for e in await store.read(scan_id)]
+    assert types == ["scan.requested", "strategy.started", "strategy.completed", "scan.completed"]
+    other = await store.finish_strategy(
+        scan_id, "noop", attempt, _completed("noop", attempt), token="other"
+    )
+    assert other.status == "ended"

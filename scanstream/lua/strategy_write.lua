@@ -4,19 +4,55 @@
 -- Deciding the scan's end happens in the same script, on the scan's own hash slot, so
 -- exactly one terminal event is written however many workers finish at once.
 --
+-- Safe to re-send: a write whose reply was lost (the connection broke, Redis restarted)
+-- is sent again with the same write token. The token of each strategy's last applied
+-- write and its reply are kept in the fence, so a re-sent write answers what the first
+-- one did and changes nothing: a re-sent start never allocates a second attempt, a
+-- re-sent finish never counts twice. (Writes of one strategy are sequential, so the last
+-- one is the only one that can be in doubt.)
+--
 -- KEYS[1] events stream, KEYS[2] fence hash
 -- ARGV[1] mode: start | append | finish
 -- ARGV[2] strategy, ARGV[3] attempt (ignored for start), ARGV[4] retention seconds,
--- ARGV[5] terminal event id, ARGV[6] ts for a terminal event
--- ARGV[7..] pairs of (type, data); for start a single data without "attempt", which is
+-- ARGV[5] terminal event id, ARGV[6] ts for a terminal event, ARGV[7] write token or ""
+-- ARGV[8..] pairs of (type, data); for start a single data without "attempt", which is
 --   allocated here and spliced in.
 -- Returns {status, attempt_or_entry_id, terminal_type_or_false}; for start the third item
 -- is the data of scan.requested.
 local events, fence = KEYS[1], KEYS[2]
-local mode, strategy = ARGV[1], ARGV[2]
+local mode, strategy, token = ARGV[1], ARGV[2], ARGV[7]
+local FIRST_PAIR = 8
+
+local function requested_data()
+  local first = redis.call('XRANGE', events, '-', '+', 'COUNT', 1)[1]
+  if first then
+    for j = 1, #first[2], 2 do
+      if first[2][j] == 'data' then return first[2][j + 1] end
+    end
+  end
+  return false
+end
+
+-- Remember an applied write's reply under its token; return the reply.
+local function applied(second, third)
+  if token ~= '' then
+    local kept = third
+    if mode == 'start' then kept = '' end  -- scan.requested is read again, not copied
+    redis.call('HSET', fence, 'wt:' .. strategy, token,
+      'wr:' .. strategy, cjson.encode({tostring(second), kept or ''}))
+  end
+  return {'ok', second, third}
+end
 
 if redis.call('HEXISTS', fence, 'total') == 0 then
   return {'missing', 0, false}
+end
+if token ~= '' and redis.call('HGET', fence, 'wt:' .. strategy) == token then
+  local kept = cjson.decode(redis.call('HGET', fence, 'wr:' .. strategy))
+  if mode == 'start' then return {'ok', tonumber(kept[1]), requested_data()} end
+  local third = kept[2]
+  if third == '' then third = false end
+  return {'ok', kept[1], third}
 end
 if redis.call('HEXISTS', fence, 'terminal') == 1 then
   return {'ended', 0, false}
@@ -33,17 +69,10 @@ end
 
 if mode == 'start' then
   local attempt = redis.call('HINCRBY', fence, 'attempt:' .. strategy, 1)
-  local data = '{"attempt":' .. attempt .. ',' .. string.sub(ARGV[8], 2)
+  local data = '{"attempt":' .. attempt .. ',' .. string.sub(ARGV[FIRST_PAIR + 1], 2)
   redis.call('XADD', events, '*', 'type', 'strategy.started', 'data', data)
   -- Hand back scan.requested so the worker learns the params without another round trip.
-  local first = redis.call('XRANGE', events, '-', '+', 'COUNT', 1)[1]
-  local requested = false
-  if first then
-    for j = 1, #first[2], 2 do
-      if first[2][j] == 'data' then requested = first[2][j + 1] end
-    end
-  end
-  return {'ok', attempt, requested}
+  return applied(attempt, requested_data())
 end
 
 local attempt = tonumber(ARGV[3])
@@ -54,7 +83,7 @@ end
 
 local last = ''
 local finished = nil
-for i = 7, #ARGV, 2 do
+for i = FIRST_PAIR, #ARGV, 2 do
   local type_, data = ARGV[i], ARGV[i + 1]
   if type_ == 'opportunity.found' then
     -- Count each opportunity id once per scan, exactly as the fold does.
@@ -71,7 +100,7 @@ for i = 7, #ARGV, 2 do
 end
 
 if finished == nil then
-  return {'ok', last, false}
+  return applied(last, false)
 end
 
 redis.call('HSET', fence, 'done:' .. strategy, finished)
@@ -80,7 +109,7 @@ local total = tonumber(redis.call('HGET', fence, 'total'))
 local completed = tonumber(redis.call('HGET', fence, 'completed'))
 local failed = tonumber(redis.call('HGET', fence, 'failed'))
 if completed + failed < total then
-  return {'ok', last, false}
+  return applied(last, false)
 end
 
 local terminal = 'scan.failed'
@@ -98,4 +127,4 @@ redis.call('HSET', fence, 'terminal', terminal)
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', events, ttl)
 redis.call('EXPIRE', fence, ttl)
-return {'ok', last, terminal}
+return applied(last, terminal)
