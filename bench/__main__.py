@@ -32,6 +32,9 @@ BENCHMARKS: dict[str, str] = {
     "worker_throughput": "bench.worker_throughput",
     # Issue 3 (live progress): the SSE fan-out figure.
     "sse_fanout": "bench.sse_fanout",
+    # Issue 8 (Redis faults and load): long-polls on the fan-out, the request deadline.
+    "long_polls": "bench.long_polls",
+    "request_deadline": "bench.request_deadline",
 }
 
 

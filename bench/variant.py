@@ -12,7 +12,11 @@ It lets the benchmarks measure alternatives without editing scanstream:
 - `--rebuild-per-request`: the projection cache forgets the scan before every read, so
   each status request reads the whole log and folds it (the design the cache replaces);
 - `--log-level LEVEL`: `scanstream.logs.configure` sets this root level instead of INFO
-  (the worker logs one INFO line per job attempt).
+  (the worker logs one INFO line per job attempt);
+- `--isolation MODE`: the worker runs strategies `thread` (as shipped), `process` or
+  `inline` (on its own loop, as before issue 8);
+- `--legacy-client`: the Redis client as before issue 8 (a pool that fails when full,
+  redis-py's default ten retries), to price the single re-send and the waiting pool.
 
 What-if patches of the status path (`python -m bench --explore`), each a change the
 benchmarks suggest, measured before anyone makes it:
@@ -29,6 +33,7 @@ Then `scanstream.cli.main(args)` runs exactly what `python -m scanstream args` r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -122,6 +127,27 @@ def _patch_route_first() -> None:
     api_app.create_app = create_app
 
 
+def _patch_legacy_client() -> None:
+    """The client as it was before issue 8: a pool that fails when full ("Too many
+    connections") and redis-py's default retries (10, with backoff), for a before/after."""
+    from redis.asyncio import Redis
+
+    from scanstream import redis_conn
+
+    def client(url: str, *, max_connections: int = 64) -> Redis:
+        return Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=redis_conn.CONNECT_TIMEOUT_S,
+            socket_timeout=None,
+            socket_keepalive=True,
+            health_check_interval=30,
+            max_connections=max_connections,
+        )
+
+    redis_conn.client = client  # type: ignore[assignment]
+
+
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         raise SystemExit("usage: python -m bench.variant [patches] -- api|worker ...")
@@ -139,7 +165,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--single-xrange-status", action="store_true")
     p.add_argument("--no-metrics-middleware", action="store_true")
     p.add_argument("--status-route-first", action="store_true")
+    p.add_argument("--isolation", choices=("thread", "process", "inline"), default=None)
+    p.add_argument("--legacy-client", action="store_true")
     args = p.parse_args(argv[:split])
+    if args.isolation:
+        os.environ["SCANSTREAM_ISOLATION"] = args.isolation
+    if args.legacy_client:
+        _patch_legacy_client()
     if args.socket_timeout is not None or args.health_check_interval is not None:
         _patch_client(args.socket_timeout, args.health_check_interval)
     if args.rebuild_per_request:

@@ -48,12 +48,21 @@ TIMEOUT_S = 180.0
 START_POLL_S = 0.002  # to catch the first delivery
 POLL_S = 0.005  # XINFO GROUPS while the consumer drains (the bare one takes ~0.3 s)
 BARE_JOBS, BARE_GROUP = "benchbare:jobs", "bare-workers"
+PROCESS_CONCURRENCY = 16
 VARIANTS: dict[str, list[str]] = {
     # what redis-py 8 does by default: a 5 s socket timeout, i.e. an asyncio timeout per read
     "socket_timeout=5": ["--socket-timeout", "5"],
     "health_check_interval=0": ["--health-check-interval", "0"],
     # the worker logs "strategy started" and "strategy completed" at INFO for every job
     "log level WARNING": ["--log-level", "WARNING"],
+    # Issue 8: where strategies run (thread is shipped), and the client before its retries
+    "isolation inline (before issue 8)": ["--isolation", "inline"],
+    "isolation inline + legacy client (before issue 8)": [
+        "--isolation",
+        "inline",
+        "--legacy-client",
+    ],
+    "isolation process": ["--isolation", "process"],
 }
 
 
@@ -280,9 +289,11 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     out["best_concurrency"], out["recommended_concurrency"] = best_n, recommended
     if not b.quick:
         for name, flags in VARIANTS.items():
-            say(f"  variant {name}, worker --concurrency {recommended} ...")
+            # process isolation starts one process per slot: a few dozen, not a hundred
+            n = min(recommended, PROCESS_CONCURRENCY) if "process" in flags else recommended
+            say(f"  variant {name}, worker --concurrency {n} ...")
             try:
-                result = run_worker(b, scans, recommended, flags, f"variant {name}")
+                result = run_worker(b, scans, n, flags, f"variant {name}")
             except Exception as exc:  # a variant must never sink the benchmark
                 say(f"    failed: {exc!r}")
                 continue

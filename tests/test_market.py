@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -372,3 +373,12 @@ def test_range_indicators() -> None:
     assert S.donchian(high, low, 5) == (high[-2], low[-6])
     assert S.vwap(high, low, close, [1.0] * n, 3) == pytest.approx(sum(close[-3:]) / 3)
     assert S.percentile_rank([1.0, 2.0, 3.0, 4.0], 2.0) == 0.5
+
+
+def test_a_fifo_in_the_csv_folder_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Given a FIFO named like a bar file in a venue folder, loading the folder fails at
+    once naming that file, instead of blocking on it for ever."""
+    write_csv(SyntheticMarket(MarketParams(symbols=("AAA-USD",), venues=("x",), bars=50)), tmp_path)
+    os.mkfifo(tmp_path / "x" / "BBB-USD.csv")
+    with pytest.raises(MarketDataError, match=r"x/BBB-USD.csv: not a regular file"):
+        CsvMarket(csv_params(tmp_path))

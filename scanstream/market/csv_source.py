@@ -19,6 +19,8 @@ import csv
 import hashlib
 import io
 import math
+import os
+import stat
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -159,10 +161,7 @@ Row = tuple[int, dict[str, str]]  # (line number, values by column)
 
 def _read(path: Path, root: Path, columns: tuple[str, ...], hashes: list[str]) -> list[Row]:
     name = str(path.relative_to(root))
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise MarketDataError(f"{name}: {size} bytes, over the {MAX_FILE_BYTES} byte limit")
-    raw = path.read_bytes()
+    raw = _read_regular_file(path, name)
     hashes.append(name + ":" + hashlib.sha256(raw).hexdigest())
     try:
         text = raw.decode("utf-8-sig")
@@ -191,6 +190,27 @@ def _read(path: Path, root: Path, columns: tuple[str, ...], hashes: list[str]) -
     if not rows:
         raise MarketDataError(f"{name}: no data rows")
     return rows
+
+
+def _read_regular_file(path: Path, name: str) -> bytes:
+    """The bytes of a regular file, checked on the open descriptor.
+
+    Opened non-blocking and checked before reading: a FIFO (or a device) named like a CSV
+    file would otherwise block its reader for ever.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise MarketDataError(f"{name}: cannot be opened ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise MarketDataError(f"{name}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise MarketDataError(
+                f"{name}: {st.st_size} bytes, over the {MAX_FILE_BYTES} byte limit"
+            )
+        return fh.read(MAX_FILE_BYTES + 1)
 
 
 def _where(path: Path, line: int) -> str:
