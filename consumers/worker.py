@@ -32,7 +32,7 @@ from scanstream import jobs as job_stream
 from scanstream.errors import StoreUnavailable
 from scanstream.jobs import Job, ensure_group
 from scanstream.keys import JOB_GROUP, Keys
-from scanstream.redis_conn import client
+from scanstream.redis_conn import client, text
 from scanstream.settings import Settings
 from scanstream.store import EventStore, store_errors
 from scanstream.strategies.api import Strategy
@@ -128,6 +128,11 @@ class Worker:
     async def _read_loop(self) -> None:
         backoff = _Backoff()
         gather = max(1, self.concurrency // 4)
+        # After a failed read, first re-read this consumer's own pending jobs ("0"): a read
+        # that Redis served but whose reply was lost (the connection broke, Redis restarted
+        # from its AOF) delivered jobs to us that we never saw. Without this they would
+        # wait a claim idle time for the reclaim loop.
+        position = ">"
         while not self._draining:
             free = self.concurrency - len(self.inflight)
             if free <= 0:
@@ -143,12 +148,13 @@ class Worker:
                     reply = await self.blocking.xreadgroup(
                         JOB_GROUP,
                         self.name,
-                        {self.keys.jobs: ">"},
+                        {self.keys.jobs: position},
                         count=free,
-                        block=READ_BLOCK_MS,
+                        block=READ_BLOCK_MS if position == ">" else None,
                     )
             except StoreUnavailable as exc:
                 metrics.REDIS_ERRORS.labels("read").inc()
+                position = "0"
                 await backoff.wait(exc)
                 continue
             except redis_errors.ResponseError as exc:
@@ -160,7 +166,11 @@ class Worker:
             streams: Any = reply or []
             for _stream, entries in streams:
                 for entry_id, fields in entries:
-                    self._start(entry_id, fields)
+                    if text(entry_id) not in self.inflight:
+                        self._start(entry_id, fields)
+            if position != ">":  # page through our pending jobs, then back to new ones
+                seen = [entry_id for _, entries in streams for entry_id, _ in entries]
+                position = text(seen[-1]) if seen else ">"
 
     def _start(
         self, entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1

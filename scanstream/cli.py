@@ -6,9 +6,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scanstream.errors import ScanstreamError
+from scanstream.settings import ISOLATION_MODES
+
+if TYPE_CHECKING:
+    from scanstream.client import ApiClient
+    from scanstream.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve Prometheus metrics at :PORT/metrics (default: off)",
     )
+    worker.add_argument(
+        "--isolation",
+        choices=ISOLATION_MODES,
+        default=None,
+        help="where strategy code runs (env SCANSTREAM_ISOLATION, default thread): a thread, "
+        "a pre-started process per slot, or inline on the worker's own loop",
+    )
 
     token = sub.add_parser("token", help="print a bearer token for USER_ID")
     token.add_argument("user_id")
@@ -80,7 +92,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    """Run one command. Whatever goes wrong ends as one line on stderr and an exit code
+    (1: the API failed or refused, 2: bad input or configuration, 130: Ctrl-C), never as
+    a traceback."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(args_list: list[str]) -> int:
     # replay and inspect own their argument parsing.
     if args_list and args_list[0] == "replay":
         from scanstream.replay.cli import main as replay_main
@@ -91,30 +112,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return inspect_main(args_list[1:])
     args = _parser().parse_args(args_list)
+    from scanstream.client import ClientError
+
     try:
         return _dispatch(args)
+    except ClientError as exc:
+        print(f"scanstream: {exc}", file=sys.stderr)
+        return 1
     except ScanstreamError as exc:
         print(f"scanstream: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from scanstream.settings import Settings
 
     if args.command == "token":
-        from scanstream.api.auth import make_token
-        from scanstream.errors import ConfigError
-        from scanstream.ids import is_user_id
-
-        settings = Settings.from_env()
-        if not settings.secret:
-            raise ConfigError("SCANSTREAM_SECRET is not set")
-        if not is_user_id(args.user_id):
-            raise ConfigError("USER_ID must be 1-64 characters of letters, digits and _.@:-")
-        print(make_token(settings.secret, args.user_id))
-        return 0
+        return _token(args, Settings.from_env())
     if args.command == "api":
         return _api(args)
     if args.command == "worker":
@@ -126,6 +140,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "scan":
         return _scan(args)
     raise AssertionError(args.command)
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from scanstream.api.auth import make_token
+    from scanstream.devdir import read_secret
+    from scanstream.errors import ConfigError
+    from scanstream.ids import is_user_id
+
+    if not is_user_id(args.user_id):
+        raise ConfigError("USER_ID must be 1-64 characters of letters, digits and _.@:-")
+    secret = settings.secret
+    if not secret:
+        # Beside a `scanstream dev`, in the folder it runs in: sign with the secret it
+        # serves with, so the README's commands work in a fresh shell.
+        secret, path = read_secret(settings)
+        if not secret:
+            raise ConfigError(
+                f"SCANSTREAM_SECRET is not set, and there is no dev secret in {path} "
+                "(`scanstream dev` makes one there)"
+            )
+        print(
+            f"scanstream: SCANSTREAM_SECRET is not set; signed with the dev secret in {path}",
+            file=sys.stderr,
+        )
+    print(make_token(secret, args.user_id))
+    return 0
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -165,6 +205,8 @@ def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not settings.redis_url:
         raise ConfigError("SCANSTREAM_REDIS_URL is not set (only `scanstream dev` embeds a Redis)")
+    if args.isolation:
+        settings = settings.with_(isolation=args.isolation)
     logs.configure(settings.log_format)
     anyio.run(
         serve,
@@ -178,38 +220,42 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from scanstream.client import ApiClient, ApiError
+    from scanstream.client import ApiClient
+    from scanstream.errors import ConfigError
 
+    params: dict[str, Any] = {}
+    if args.scan_command == "start":
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--params is not JSON: {exc}") from None
     client = ApiClient(args.api, args.token)
-    try:
-        if args.scan_command == "start":
-            try:
-                params: dict[str, Any] = json.loads(args.params)
-            except json.JSONDecodeError as exc:
-                print(f"scanstream: --params is not JSON: {exc}", file=sys.stderr)
-                return 2
-            status = client.start(args.strategies, params, args.idempotency_key)
-            if args.watch:
-                from scanstream.terminal import watch
-
-                return watch(client, status["scan_id"])
-            _print(status)
-        elif args.scan_command == "status":
-            _print(client.status(args.scan_id))
-        elif args.scan_command == "results":
-            _print(client.results(args.scan_id, args.wait))
-        elif args.scan_command == "cancel":
-            _print(client.cancel(args.scan_id))
-        elif args.scan_command == "list":
-            _print(client._call("GET", "/v1/scans"))
-        elif args.scan_command == "watch":
-            from scanstream.terminal import watch
-
-            return watch(client, args.scan_id)
-    except ApiError as exc:
-        print(f"scanstream: {exc}", file=sys.stderr)
-        return 1
+    if args.scan_command == "start":
+        status = client.start(args.strategies, params, args.idempotency_key)
+        if args.watch:
+            return _watch(client, status["scan_id"])
+        _print(status)
+    elif args.scan_command == "status":
+        _print(client.status(args.scan_id))
+    elif args.scan_command == "results":
+        _print(client.results(args.scan_id, args.wait))
+    elif args.scan_command == "cancel":
+        _print(client.cancel(args.scan_id))
+    elif args.scan_command == "list":
+        _print(client.list())
+    elif args.scan_command == "watch":
+        return _watch(client, args.scan_id)
     return 0
+
+
+def _watch(client: ApiClient, scan_id: str) -> int:
+    from scanstream.terminal import watch
+
+    try:
+        return watch(client, scan_id)
+    except KeyboardInterrupt:
+        print(f"\nstopped watching; {scan_id} goes on (`scanstream scan status {scan_id}`)")
+        return 130
 
 
 def _print(body: Any) -> None:

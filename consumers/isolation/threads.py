@@ -94,7 +94,7 @@ class StrategyThread:
         self.thread.start()
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         asyncio.set_event_loop(loop)
         handoff: _Handoff | None = None
         try:
@@ -208,3 +208,11 @@ class ThreadExecutor:
         for worker in self._idle:
             worker.retire()
         self._idle.clear()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
