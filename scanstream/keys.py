@@ -17,6 +17,7 @@ JOB_GROUP = "strategy-workers"
 class ScanKeys:
     events: str  # the scan's event stream: the only source of truth
     fence: str  # coordination hash: attempts and terminal flag, so writes can be fenced atomically
+    writes: str  # each strategy's last applied write token and reply: re-sends answer alike
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class Keys:
         if not is_scan_id(scan_id):
             raise ValueError(f"not a scan id: {scan_id!r}")
         tag = f"{self.prefix}:{{{scan_id}}}"
-        return ScanKeys(events=f"{tag}:events", fence=f"{tag}:fence")
+        return ScanKeys(events=f"{tag}:events", fence=f"{tag}:fence", writes=f"{tag}:writes")
 
     def events(self, scan_id: str) -> str:
         return self.scan(scan_id).events

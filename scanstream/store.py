@@ -200,7 +200,7 @@ class EventStore:
         with anyio.CancelScope(shield=mode == "finish"):
             async with store_errors():
                 status, second, terminal = await self._writes.script(
-                    self._strategy_write, [k.events, k.fence], args
+                    self._strategy_write, [k.events, k.fence, k.writes], args
                 )
             if terminal and mode != "start":  # a start's third item is scan.requested
                 await self._forget_running(scan_id)
@@ -250,7 +250,7 @@ class EventStore:
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
         async with store_errors():
-            reply = await self._end(keys=[k.events, k.fence], args=args)
+            reply = await self._end(keys=[k.events, k.fence, k.writes], args=args)
         await self._forget_running(scan_id)
         return reply
 

@@ -94,8 +94,8 @@ async def test_a_time_limit_stops_a_strategy_that_never_awaits(
     settings: Settings, store: EventStore, tmp_path: Path, isolation: str
 ) -> None:
     """Given a 1 s time limit, a strategy computing 60 s without an await fails as a
-    timeout within 3 s of its start, stops computing, and the worker meanwhile finishes
-    another user's scan."""
+    timeout within 3 s of its start and stops computing, and another user's scan started
+    after it is finished by the same worker before that."""
     s = default_timings(settings)
     beat = tmp_path / "beat"
     proc = worker(
@@ -105,7 +105,7 @@ async def test_a_time_limit_stops_a_strategy_that_never_awaits(
         await consumer_name(proc)
         hog_scan = await start_scan(store, ["hog"], {"hog_s": 60, "beat_file": str(beat)})
         began = await started_at(store, hog_scan, "hog")
-        other = await start_scan(store, ["steady_b"], {"slow_s": 0.5}, user_id="bob")
+        other = await start_scan(store, ["finder"], {"finds": 3}, user_id="bob")
         hog_view = await wait_until_ended(store, hog_scan, timeout_s=10)
         other_view = await wait_until_ended(store, other, timeout_s=10)
         await anyio.sleep(1.2)  # past any beat the hog could still write
@@ -116,6 +116,9 @@ async def test_a_time_limit_stops_a_strategy_that_never_awaits(
     assert failed.error.type == "Timeout" and failed.final
     assert failed_at - began < 3.0, f"timed out after {failed_at - began:.2f}s"
     assert other_view.state == "completed"
+    other_end = await store.last_entry(other)
+    assert other_end is not None and other_end.event is not None
+    assert ev.ts_ms(other_end.event.ts) / 1000 < failed_at, "bob's scan waited for the hog"
     assert float(beat.read_text()) < failed_at + 1.0, "the strategy went on computing"
 
 

@@ -206,3 +206,4 @@ async def test_a_finish_sent_again_with_its_token_counts_once(store: EventStore)
         scan_id, "noop", attempt, _completed("noop", attempt), token="other"
     )
     assert other.status == "ended"
+    assert await store.redis.ttl(store.keys.scan(scan_id).writes) > 0  # expires with the scan

@@ -1,5 +1,5 @@
 -- End a scan from outside its strategies (cancellation, deadline), once.
--- KEYS[1] events stream, KEYS[2] fence hash
+-- KEYS[1] events stream, KEYS[2] fence hash, KEYS[3] write-token hash (expires with them)
 -- ARGV[1] terminal type, or "auto": scan.completed if any strategy completed, else
 --   scan.failed (the scan deadline: the scan ends with what it has)
 -- ARGV[2] terminal event id, ARGV[3] ts, ARGV[4] retention seconds,
@@ -37,4 +37,5 @@ redis.call('HSET', fence, 'terminal', terminal)
 local ttl = tonumber(ARGV[4])
 redis.call('EXPIRE', events, ttl)
 redis.call('EXPIRE', fence, ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
 return {'ok', id, terminal}

@@ -6,12 +6,12 @@
 --
 -- Safe to re-send: a write whose reply was lost (the connection broke, Redis restarted)
 -- is sent again with the same write token. The token of each strategy's last applied
--- write and its reply are kept in the fence, so a re-sent write answers what the first
--- one did and changes nothing: a re-sent start never allocates a second attempt, a
--- re-sent finish never counts twice. (Writes of one strategy are sequential, so the last
--- one is the only one that can be in doubt.)
+-- write and its reply are kept in a hash of their own (delivery bookkeeping, not state the
+-- log implies), so a re-sent write answers what the first one did and changes nothing: a
+-- re-sent start never allocates a second attempt, a re-sent finish never counts twice.
+-- (Writes of one strategy are sequential, so the last one is the only one in doubt.)
 --
--- KEYS[1] events stream, KEYS[2] fence hash
+-- KEYS[1] events stream, KEYS[2] fence hash, KEYS[3] write-token hash
 -- ARGV[1] mode: start | append | finish
 -- ARGV[2] strategy, ARGV[3] attempt (ignored for start), ARGV[4] retention seconds,
 -- ARGV[5] terminal event id, ARGV[6] ts for a terminal event, ARGV[7] write token or ""
@@ -19,7 +19,7 @@
 --   allocated here and spliced in.
 -- Returns {status, attempt_or_entry_id, terminal_type_or_false}; for start the third item
 -- is the data of scan.requested.
-local events, fence = KEYS[1], KEYS[2]
+local events, fence, writes = KEYS[1], KEYS[2], KEYS[3]
 local mode, strategy, token = ARGV[1], ARGV[2], ARGV[7]
 local FIRST_PAIR = 8
 
@@ -38,8 +38,8 @@ local function applied(second, third)
   if token ~= '' then
     local kept = third
     if mode == 'start' then kept = '' end  -- scan.requested is read again, not copied
-    redis.call('HSET', fence, 'wt:' .. strategy, token,
-      'wr:' .. strategy, cjson.encode({tostring(second), kept or ''}))
+    redis.call('HSET', writes, 'token:' .. strategy, token,
+      'reply:' .. strategy, cjson.encode({tostring(second), kept or ''}))
   end
   return {'ok', second, third}
 end
@@ -47,8 +47,8 @@ end
 if redis.call('HEXISTS', fence, 'total') == 0 then
   return {'missing', 0, false}
 end
-if token ~= '' and redis.call('HGET', fence, 'wt:' .. strategy) == token then
-  local kept = cjson.decode(redis.call('HGET', fence, 'wr:' .. strategy))
+if token ~= '' and redis.call('HGET', writes, 'token:' .. strategy) == token then
+  local kept = cjson.decode(redis.call('HGET', writes, 'reply:' .. strategy))
   if mode == 'start' then return {'ok', tonumber(kept[1]), requested_data()} end
   local third = kept[2]
   if third == '' then third = false end
@@ -125,6 +125,8 @@ local data = cjson.encode({
 last = redis.call('XADD', events, '*', 'type', terminal, 'data', data)
 redis.call('HSET', fence, 'terminal', terminal)
 local ttl = tonumber(ARGV[4])
+local reply = applied(last, terminal)
 redis.call('EXPIRE', events, ttl)
 redis.call('EXPIRE', fence, ttl)
-return applied(last, terminal)
+redis.call('EXPIRE', writes, ttl)
+return reply
