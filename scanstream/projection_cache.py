@@ -10,10 +10,15 @@ is replaced only by a view that advanced further along the stream.
 
 The rendered JSON of status and results is cached beside the view, keyed by the view's
 last entry id, so a finished scan's status costs one round trip and no re-encoding.
+
+`get_shared` lets requests that are already waiting share one read (long-polls woken by
+the same terminal event): see its docstring for why that is exact.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +65,8 @@ class ProjectionCache:
         self.size = max(1, size)
         self.stats = CacheStats()
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        # scan id -> (when it was started, time.monotonic(); the read in flight)
+        self._flights: dict[str, tuple[float, asyncio.Task[ScanView | None]]] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -90,6 +97,29 @@ class ProjectionCache:
         self.stats.unreadable += sum(1 for entry in entries if entry.event is None)
         view = projection.fold(cached or projection.empty(scan_id), entries)
         return self.offer(view)
+
+    async def get_shared(self, scan_id: str, since: float) -> ScanView | None:
+        """`get`, but joining a read of this scan in flight that was started at or after
+        `since` (a `time.monotonic()`) instead of sending one more.
+
+        Such a read reaches Redis after `since`, so it sees every write acknowledged
+        before then: for a request that began by `since` it is as good as a read of its
+        own. A thousand long-polls woken by one terminal event cost one round trip. A
+        cancelled joiner (its deadline) leaves the read running for the others.
+        """
+        flight = self._flights.get(scan_id)
+        if flight is None or flight[0] < since:
+            task = asyncio.ensure_future(self.get(scan_id))
+            flight = self._flights[scan_id] = (time.monotonic(), task)
+            task.add_done_callback(lambda done: self._landed(scan_id, done))
+        return await asyncio.shield(flight[1])
+
+    def _landed(self, scan_id: str, task: asyncio.Task[ScanView | None]) -> None:
+        flight = self._flights.get(scan_id)
+        if flight is not None and flight[1] is task:
+            del self._flights[scan_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: every joiner may have gone (their deadlines)
 
     def forget(self, scan_id: str) -> None:
         self._slots.pop(scan_id, None)

@@ -2,21 +2,27 @@
 
 Every read of a scan goes through the projection cache (one round trip in the steady
 state) and answers `ScanNotFound` alike for an unknown, expired or another user's scan.
+
+Each public method bounds its Redis work with the request deadline (`scanstream/deadline.py`):
+one scope per call, whatever the number of round trips, and `StoreUnavailable` when Redis
+does not answer in time. A long-poll's wait is not Redis work: it waits on the fan-out's
+tail reader, and only its reads are bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from redis.asyncio import Redis
 
 from scanstream import events as ev
 from scanstream import jobs, projection
+from scanstream.deadline import Deadline
 from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
 from scanstream.events import LogEntry, ScanCancelRequested, ScanRequested
 from scanstream.ids import is_scan_id, new_scan_id, scan_created_ms
@@ -26,11 +32,15 @@ from scanstream.projection_cache import ProjectionCache
 from scanstream.scan_index import ScanIndex
 from scanstream.store import EventStore, store_errors
 
+if TYPE_CHECKING:  # the fan-out imports this module (sse.message uses log_event)
+    from scanstream.live.fanout import Fanout
+
+log = logging.getLogger("scanstream.service")
+
 # (params, strategy names) -> anything; raises InvalidRequest naming `params.<field>`
 ParamsValidator = Callable[[Mapping[str, Any], Sequence[str]], object]
 LIST_CONCURRENCY = 8  # status reads in flight at once for one list page
 LIST_REFILLS = 4  # pages read to fill one answer when listed scans have expired
-POLL_S = 0.1  # the wait step when no blocking reader is free
 
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -73,8 +83,8 @@ class ScanService:
         keys: Keys,
         strategies: Sequence[str],
         validate_params: ParamsValidator,
-        blocking: Redis | None = None,
-        blocking_readers: int = 64,
+        deadline: Deadline | None = None,
+        live: Fanout | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -82,14 +92,15 @@ class ScanService:
         self.keys = keys
         self.strategies = tuple(strategies)
         self.validate_params = validate_params
-        self.blocking = blocking
-        self._readers = asyncio.Semaphore(blocking_readers)
+        self.deadline = deadline or Deadline(0)
+        self.live = live  # the tail reader that long-polls wait on
         self._group_ready = False
 
     async def prepare(self) -> None:
         """Create the job group (once). A store failure is left for the first scan to retry."""
         try:
-            await jobs.ensure_group(self.store.redis, self.keys)
+            with self.deadline():
+                await jobs.ensure_group(self.store.redis, self.keys)
             self._group_ready = True
         except StoreUnavailable:
             self._group_ready = False
@@ -98,43 +109,65 @@ class ScanService:
 
     async def get_view(self, user_id: str, scan_id: str) -> ScanView:
         """The scan's current view; `ScanNotFound` for anything the user may not see."""
+        with self.deadline():
+            return await self._view(user_id, scan_id)
+
+    async def _view(self, user_id: str, scan_id: str, *, since: float | None = None) -> ScanView:
+        """The view; with `since`, possibly from a read shared with other waiting requests
+        (`ProjectionCache.get_shared`)."""
         if not is_scan_id(scan_id):
             raise ScanNotFound(scan_id[:64])  # no key is ever built from it
-        view = await self.cache.get(scan_id)
+        if since is None:
+            view = await self.cache.get(scan_id)
+        else:
+            view = await self.cache.get_shared(scan_id, since)
         if view is None or not view.exists or view.user_id != user_id:
             raise ScanNotFound(scan_id)
         return view
 
     async def wait_for_end(self, user_id: str, scan_id: str, timeout_s: float) -> ScanView:
-        """The view once the scan has ended, or as it is after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        view = await self.get_view(user_id, scan_id)
-        while not view.terminal:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await self._wait_for_entries(scan_id, view.last_event_id or "0-0", remaining)
-            view = await self.get_view(user_id, scan_id)
-        return view
+        """The view once the scan has ended, or as it is after `timeout_s`.
 
-    async def _wait_for_entries(self, scan_id: str, after: str, timeout_s: float) -> None:
-        """Return when the stream has entries after `after`, or after `timeout_s`.
-
-        XREAD BLOCK on the blocking client (its own pool, no socket timeout), so the hot
-        pool is never held by a waiter. When every blocking reader is busy, poll instead.
+        The wait rides the fan-out's tail reader: it holds no Redis connection, and the
+        terminal event wakes it at once. Over the caps (per user, per process) it raises
+        `admission.Full` before any Redis work. Exactly once across the handoff, as for
+        SSE (see `live/fanout.py`): the waiter follows the stream from the entry its view
+        was read up to, and if the stream was already followed from a later position,
+        the view is read again, so a terminal event is either in the view or handed over.
         """
-        if self.blocking is None or self._readers.locked():
-            await asyncio.sleep(min(timeout_s, POLL_S))
-            return
-        async with self._readers, store_errors():
-            await self.blocking.xread(
-                {self.keys.events(scan_id): after}, count=1, block=max(1, int(timeout_s * 1000))
-            )
+        if self.live is None:
+            raise RuntimeError("wait_for_end needs the fan-out (ScanService(live=...))")
+        began = time.monotonic()
+        waiter = self.live.admit_waiter(user_id, scan_id)
+        slots = self.live.read_slots  # a burst of long-polls cannot take the Redis pool
+        try:
+            with self.deadline():
+                async with slots:
+                    view = await self._view(user_id, scan_id)
+                    if view.terminal:
+                        return view
+                    known = view.last_event_id
+                    if await self.live.follow(waiter, known=known) != known:
+                        view = await self._view(user_id, scan_id)
+            if view.terminal:
+                return view
+            await waiter.wait(began + timeout_s - time.monotonic())
+            # Every waiter woken by the terminal event (or timed out at once) shares one read.
+            with self.deadline():
+                return await self._view(user_id, scan_id, since=began)
+        finally:
+            self.live.close(waiter)
 
     async def list_scans(
         self, user_id: str, limit: int, cursor: str | None
     ) -> tuple[list[ScanView], str | None]:
         """The user's scans, newest first, and the cursor of the next page (or None)."""
+        with self.deadline():
+            return await self._list_scans(user_id, limit, cursor)
+
+    async def _list_scans(
+        self, user_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[ScanView], str | None]:
         views: list[ScanView] = []
         semaphore = asyncio.Semaphore(LIST_CONCURRENCY)
 
@@ -160,8 +193,9 @@ class ScanService:
         self, user_id: str, scan_id: str, after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Up to `limit` raw log entries after `after`, and the id to continue from."""
-        await self.get_view(user_id, scan_id)
-        entries = await self.store.read(scan_id, after=after, count=limit + 1)
+        with self.deadline():
+            await self._view(user_id, scan_id)
+            entries = await self.store.read(scan_id, after=after, count=limit + 1)
         page = entries[:limit]
         more = len(entries) > limit
         return [log_event(scan_id, e) for e in page], (page[-1].id if more and page else None)
@@ -169,7 +203,11 @@ class ScanService:
     # -- writes ------------------------------------------------------------------------
 
     async def cancel_scan(self, user_id: str, scan_id: str) -> ScanView:
-        view = await self.get_view(user_id, scan_id)
+        with self.deadline():
+            return await self._cancel(user_id, scan_id)
+
+    async def _cancel(self, user_id: str, scan_id: str) -> ScanView:
+        view = await self._view(user_id, scan_id)
         if view.terminal:
             raise ScanConflict(f"The scan has already ended: it is {view.state}.")
         request = ev.stamp(ScanCancelRequested, user_id=user_id)
@@ -178,7 +216,7 @@ class ScanService:
             raise ScanConflict(f"The scan has already ended ({detail}).")
         if status == "missing":
             raise ScanNotFound(scan_id)
-        return await self.get_view(user_id, scan_id)
+        return await self._view(user_id, scan_id)
 
     async def create_scan(
         self,
@@ -191,6 +229,17 @@ class ScanService:
         names = self._resolve(strategies)
         params = {} if params is None else params
         self.validate_params(params, names)  # stored as given, not as parsed
+        with self.deadline():
+            return await self._create_scan(user_id, strategies, names, params, idempotency_key)
+
+    async def _create_scan(
+        self,
+        user_id: str,
+        strategies: list[str] | None,
+        names: list[str],
+        params: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> Created:
         if idempotency_key is None:
             return Created(await self._create(user_id, new_scan_id(), names, params), True)
 
@@ -228,7 +277,18 @@ class ScanService:
         process dies between the two writes the scan stays `queued` until its deadline:
         the job writes are never repeated, because `create_scan` tells us whether this
         call created the scan and only that call enqueues.
+
+        So the two writes are shielded from the request's deadline: once the first is
+        sent, a Redis slow to answer gets both (the request itself answers 503 in time),
+        and a retry with the same Idempotency-Key finds a scan that will run.
         """
+        creating = asyncio.ensure_future(self._create_now(user_id, scan_id, names, params))
+        creating.add_done_callback(_report_create)
+        return await asyncio.shield(creating)
+
+    async def _create_now(
+        self, user_id: str, scan_id: str, names: list[str], params: dict[str, Any]
+    ) -> ScanView:
         requested = ev.stamp(ScanRequested, user_id=user_id, strategies=names, params=params)
         entry_id = await self.store.create_scan(scan_id, requested)
         if entry_id is None:  # created by a twin request: read what it wrote
@@ -236,6 +296,14 @@ class ScanService:
             if view is None or not view.exists or view.user_id != user_id:
                 raise ScanNotFound(scan_id)
             return view
+        await self._enqueue(user_id, scan_id, names)
+        # Fold what we wrote instead of reading it back: no round trip.
+        entry = LogEntry(entry_id, "scan.requested", ev.encode(requested), event=requested)
+        view = projection.fold_all(scan_id, [entry])
+        return self.cache.offer(view)
+
+    async def _enqueue(self, user_id: str, scan_id: str, names: list[str]) -> None:
+        """List the scan for its user and queue one job per strategy: one round trip."""
         if not self._group_ready:
             await self.prepare()
         async with store_errors():
@@ -243,10 +311,6 @@ class ScanService:
             self.index.add_into(pipe, user_id, scan_id, ev.wall_ms())
             jobs.enqueue_into(pipe, self.keys, scan_id, names)
             await pipe.execute()
-        # Fold what we wrote instead of reading it back: no round trip.
-        entry = LogEntry(entry_id, "scan.requested", ev.encode(requested), event=requested)
-        view = projection.fold_all(scan_id, [entry])
-        return self.cache.offer(view)
 
     def _resolve(self, requested: list[str] | None) -> list[str]:
         if requested is None:
@@ -282,3 +346,13 @@ class ScanService:
                 "Idempotency-Key: this key was already used with a different request",
                 field="Idempotency-Key",
             )
+
+
+def _report_create(task: asyncio.Future[ScanView]) -> None:
+    """Log a creation whose writes failed: its request may have gone already (its deadline),
+    and the scan then does not exist, or stays queued until its deadline (the reaper)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, StoreUnavailable):
+        log.warning("creating a scan failed half-way or late: %s", exc)

@@ -14,14 +14,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from scanstream import events as ev
 from scanstream import projection
-from scanstream.client import ApiClient, ApiError
+from scanstream.client import ApiClient, ApiError, ApiUnreachable
 from scanstream.live.sse import ends_stream
 from scanstream.projection import ScanView
 
@@ -70,7 +69,7 @@ class Feed:
                             return
                     if self.last_id is not None and self._ended():
                         return  # resumed after the end (204): nothing more will come
-                except httpx.TransportError:
+                except ApiUnreachable:
                     pass
                 except ApiError as exc:
                     if exc.status not in RETRYABLE:
@@ -167,8 +166,14 @@ def _state(state: str, attempts: int = 1) -> str:
     return f"[{STATE_STYLE.get(state, '')}]{state:<9}[/]{retry}"
 
 
-def watch(client: ApiClient, scan_id: str, console: Console | None = None) -> int:
-    """Draw the scan's progress live until it ends; print its results. 0 if it completed."""
+def watch(
+    client: ApiClient,
+    scan_id: str,
+    console: Console | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Draw the scan's progress live until it ends; print its results. 0 if it completed,
+    1 if it did not, 130 if `stop` was set first (the scan goes on; nothing more is asked)."""
     console = console or Console()
     status = client.status(scan_id)  # a 404 or 401 is raised here, before any drawing
     console.print(f"[bold]{scan_id}[/] · {status['strategies_total']} strategies")
@@ -186,6 +191,8 @@ def watch(client: ApiClient, scan_id: str, console: Console | None = None) -> in
                 board.draw(view, "reconnecting" if feed.waiting else "")
                 if view.terminal or (feed.done.is_set() and feed.entries.empty()):
                     break
+                if stop is not None and stop.is_set():
+                    return 130
     finally:
         feed.stopping.set()
     print_results(console, client.results(scan_id))

@@ -3,6 +3,11 @@
 The Redis clients are created in the lifespan and closed on shutdown. Start-up never
 needs Redis to answer: the app starts anyway, `/readyz` says 503 until Redis is back,
 and every other route answers `503 store_unavailable` meanwhile.
+
+Two Redis clients per process, whatever the load: the hot pool for short commands (every
+request's Redis work is bounded by `SCANSTREAM_REQUEST_TIMEOUT`), and the fan-out's one
+connection for its tail reader, which every SSE stream and every `results?wait=`
+long-poll rides.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from scanstream.api.bodies import StrategyInfo, StrategyList
 from scanstream.api.context import ApiContext
 from scanstream.api.errors import EXCEPTION_HANDLERS
 from scanstream.api.metrics import ApiMetrics, MetricsMiddleware
+from scanstream.api.shutdown import on_exit_signal
+from scanstream.deadline import Deadline
 from scanstream.errors import ConfigError
 from scanstream.keys import Keys
 from scanstream.live.fanout import Fanout
@@ -35,8 +42,9 @@ from scanstream.store import EventStore
 
 log = logging.getLogger("scanstream.api")
 
-HOT_POOL_SIZE = 256  # connections for short commands; redis-py raises past this, not waits
-BLOCKING_READERS = 64  # concurrent XREAD BLOCK waiters; more fall back to polling
+# Connections for short commands. Past it a command waits for a free one (bounded by
+# the request deadline); nothing on a request path holds one for long.
+HOT_POOL_SIZE = 256
 
 
 def _load_strategies(settings: Settings) -> Mapping[str, Any]:
@@ -81,14 +89,13 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         )
     )
     metrics = ApiMetrics()
-    live = Fanout(settings, Keys(settings.prefix))  # SSE: one tail reader per process
+    live = Fanout(settings, Keys(settings.prefix))  # one tail reader: SSE and long-polls
     metrics.registry.register(FanoutCollector(live))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ApiContext]]:
         keys = Keys(settings.prefix)
         redis = redis_conn.client(url, max_connections=HOT_POOL_SIZE)
-        blocking = redis_conn.client(url, max_connections=BLOCKING_READERS)
         store = EventStore(redis, keys, retention_s=settings.retention_s)
         cache = ProjectionCache(store)
         index = ScanIndex(redis, keys, ttl_s=int(settings.retention_s + settings.scan_deadline_s))
@@ -99,8 +106,8 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             keys=keys,
             strategies=list(strategies),
             validate_params=validate_params,
-            blocking=blocking,
-            blocking_readers=BLOCKING_READERS,
+            deadline=Deadline(settings.request_timeout_s),
+            live=live,
         )
         await service.prepare()  # tolerates a Redis that is down: retried on first create
         metrics.cache = cache
@@ -112,15 +119,16 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             cache=cache,
             service=service,
             redis=redis,
-            blocking=blocking,
             strategies_json=strategies_json,
         )
         await live.start(redis_conn.client(url, max_connections=1), redis)
         try:
-            yield {"ctx": ctx}
+            # SIGINT / SIGTERM end every SSE stream and long-poll at once, so uvicorn's
+            # graceful shutdown (which waits for open responses) is not held up by them.
+            with on_exit_signal(live.shutdown):
+                yield {"ctx": ctx}
         finally:
             await live.stop()
-            await blocking.aclose()
             await redis.aclose()
 
     app = Starlette(

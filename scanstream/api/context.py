@@ -23,8 +23,7 @@ class ApiContext:
     store: EventStore
     cache: ProjectionCache
     service: ScanService
-    redis: Redis  # the hot-path client: short commands only
-    blocking: Redis  # its own pool, for XREAD BLOCK (results?wait=, and later SSE)
+    redis: Redis  # the hot-path client: short commands only (long waits ride the fan-out)
     strategies_json: bytes  # `GET /v1/strategies`, encoded once
 
 

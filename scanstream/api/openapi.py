@@ -138,6 +138,12 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json("ScanResults", "The results so far."),
+                    "429": _json(
+                        "ErrorBody",
+                        "`rate_limited` (`?wait=` only): too many requests waiting for this "
+                        "user or on this server.",
+                        _RETRY_AFTER,
+                    ),
                     **_errors("401", "404", "422", "503"),
                 },
             }

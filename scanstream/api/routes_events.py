@@ -11,6 +11,11 @@ replay page is read from that id inclusively), so a foreign or invented id is a 
 never a silent restart and never another scan's data. Resuming after the terminal event
 answers `204 No Content`: nothing more will ever come, and a browser's EventSource stops
 reconnecting on a 204.
+
+Every Redis read here is bounded by the request deadline: the set-up as a whole (the wait
+for a replay slot included) before the stream starts, then each replay page. A Redis that
+does not answer in time is a 503 before the stream, or a comment and the end of the
+stream after it (the client resumes with `Last-Event-ID`).
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
 from scanstream.ids import is_stream_id, stream_id_key
 from scanstream.live import sse
+from scanstream.live.admission import Full
 from scanstream.live.fanout import RETRY_AFTER_S, Fanout
-from scanstream.live.subscriber import CLOSE, HEARTBEAT, SseFull, Subscriber
+from scanstream.live.subscriber import CLOSE, HEARTBEAT, Subscriber
 
 MAX_ID_PART = 2**64 - 1
 HEADERS = [
@@ -72,14 +78,15 @@ async def events(request: Request) -> Response | EventStream:
     fanout = fanout_of(request)
     try:
         sub = fanout.admit(user, scan_id)
-    except SseFull as exc:
+    except Full as exc:
         raise RateLimited(exc.detail, RETRY_AFTER_S) from None
     try:
-        async with fanout.replay_slots:
-            view = await ctx.service.get_view(user, scan_id)  # 404 before any stream
-            if not view.terminal:
-                await fanout.follow(sub)  # before the first read: no gap at the handoff
-            first = await fanout.read_page(scan_id, after, inclusive=True)
+        with fanout.deadline():
+            async with fanout.read_slots:
+                view = await ctx.service.get_view(user, scan_id)  # 404 before any stream
+                if not view.terminal:
+                    await fanout.follow(sub)  # before the first read: no gap at the handoff
+                first = await fanout.read_page(scan_id, after, inclusive=True)
         if after is not None and after != "0-0":
             if not first or first[0].id != after:
                 raise BadRequest(
@@ -185,8 +192,9 @@ class EventStream:
                 return True
             if len(page) < self.fanout.page_size:
                 return False
-            async with self.fanout.replay_slots:
-                page = await self.fanout.read_page(sub.scan_id, sse.id_str(self.last))
+            with self.fanout.deadline():
+                async with self.fanout.read_slots:
+                    page = await self.fanout.read_page(sub.scan_id, sse.id_str(self.last))
 
 
 async def _until_disconnect(receive: Receive, scope: CancelScope) -> None:

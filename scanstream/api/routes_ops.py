@@ -19,8 +19,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: Redis answers PING (else StoreUnavailable, answered 503)."""
-    await context(request).store.ping()
+    """Readiness: Redis answers PING within the request deadline (else StoreUnavailable,
+    answered 503): a frozen Redis makes the process not ready, as a dead one does."""
+    ctx = context(request)
+    with ctx.service.deadline():
+        await ctx.store.ping()
     return json_response(b'{"status":"ready"}')
 
 

@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 from scanstream.api.auth import authenticate
 from scanstream.api.bodies import decode_create
 from scanstream.api.context import ApiContext, context
-from scanstream.api.errors import BadRequest
+from scanstream.api.errors import BadRequest, RateLimited
 from scanstream.api.inputs import (
     idempotency_key,
     int_param,
@@ -21,6 +21,8 @@ from scanstream.api.inputs import (
 )
 from scanstream.errors import InvalidRequest, ScanNotFound
 from scanstream.ids import is_scan_id
+from scanstream.live.admission import Full
+from scanstream.live.fanout import RETRY_AFTER_S
 
 MAX_WAIT_S = 60.0
 LIST_LIMIT, LIST_MAX = 20, 100
@@ -84,7 +86,10 @@ async def get_results(request: Request) -> Response:
     if wait is None:
         view = await ctx.service.get_view(user, scan_id)
     else:
-        view = await ctx.service.wait_for_end(user, scan_id, wait)
+        try:
+            view = await ctx.service.wait_for_end(user, scan_id, wait)
+        except Full as exc:  # too many long-polls waiting: for this user, or on this process
+            raise RateLimited(exc.detail, RETRY_AFTER_S) from None
     return json_response(ctx.cache.render(view, "results"))
 
 

@@ -1,10 +1,12 @@
-"""One tail reader per API process, handing stream entries to every SSE subscriber.
+"""One tail reader per API process, handing stream entries to every SSE subscriber and
+every waiting long-poll (`results?wait=`).
 
 A thousand browsers watching scans must not mean a thousand blocking Redis connections.
 Each process runs one task that reads every watched stream with a single multiplexed
 `XREAD BLOCK` (one key per watched scan) on a connection of its own, formats each entry
-once, and puts it in the bounded queue of every subscriber of that scan. Redis
-connections per process stay O(1) in the number of subscribers.
+once, and offers it to every follower of that scan: an SSE subscriber queues it, a waiter
+(`live/waiter.py`) wakes on the terminal event. Redis connections per process stay O(1)
+in the number of followers.
 
 Exactly once across the replay -> live handoff. A subscriber is registered for its
 stream (synchronously) before it reads anything. The stream's tail position `P` is then
@@ -25,6 +27,14 @@ per node). This module targets a single Redis node (or a primary with replicas).
 
 A slow subscriber never delays the others: `put_nowait` into a full queue drops that
 subscriber (its connection is closed; the client resumes with `Last-Event-ID`).
+
+Redis may freeze (a long fork, SIGSTOP, a partition). The short reads (a new stream's
+position, a replay page) are bounded by the request deadline (`scanstream/deadline.py`),
+and so is each tail read (its BLOCK time plus the deadline): a read cut off drops its
+connection, and the reader backs off and reconnects until Redis answers again.
+
+On shutdown (`shutdown()`, called on SIGINT / SIGTERM) every stream ends at once and
+every waiter answers what it has, so a graceful shutdown never waits for them.
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -40,49 +49,64 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from scanstream import events as ev
+from scanstream.deadline import Deadline
 from scanstream.errors import ScanstreamError
 from scanstream.ids import stream_id_key
 from scanstream.keys import Keys
 from scanstream.live import sse
-from scanstream.live.subscriber import CLOSE, HEARTBEAT, Item, SseFull, Subscriber
+from scanstream.live.admission import Admission
+from scanstream.live.subscriber import HEARTBEAT, Item, Subscriber
+from scanstream.live.waiter import Waiter
 from scanstream.settings import Settings
 from scanstream.store import REDIS_FAULTS, store_errors
+
+Follower = Subscriber | Waiter
 
 log = logging.getLogger("scanstream.live")
 
 TAIL_BLOCK_MS = 200  # bound on one XREAD BLOCK: how late a newly watched stream may join
 TAIL_COUNT = 500  # entries per stream per read
 REPLAY_PAGE = 500  # entries per replay read
-REPLAY_READERS = 16  # replay reads in flight at once: a reconnect storm cannot take the pool
+# Followers' reads in flight at once (SSE set-up and replay pages, long-polls' reads): a
+# reconnect storm or a burst of long-polls queues here instead of taking the Redis pool.
+READ_SLOTS = 16
 DROP_GRACE_S = 2.0  # a dropped subscriber's last bytes get this long before its socket is cut
 BACKOFF_S = (0.05, 2.0)  # the tail reader's retry delays while Redis is unreachable
 RETRY_AFTER_S = 2  # what a refused (429) connection is told
+SHUTTING_DOWN = "the server is shutting down"
 
 
 class Fanout:
     def __init__(self, settings: Settings, keys: Keys) -> None:
         self.keys = keys
-        self.max_per_user = settings.sse_max_per_user
-        self.max_total = settings.sse_max
+        self.streams: Admission[Subscriber] = Admission(
+            "event streams", settings.sse_max, settings.sse_max_per_user
+        )
+        self.waits: Admission[Waiter] = Admission(
+            "waiting results requests", settings.wait_max, settings.wait_max_per_user
+        )
         self.buffer = max(1, settings.sse_buffer)
         self.heartbeat_s = max(0.01, settings.sse_heartbeat_s)
+        # Short reads (a position, a replay page) get the request deadline; a tail read
+        # gets its BLOCK time on top of it.
+        self.deadline = Deadline(settings.request_timeout_s)
+        tail_s = settings.request_timeout_s
+        self._tail_deadline = Deadline(tail_s + TAIL_BLOCK_MS / 1000 if tail_s > 0 else 0)
+        self.closing = False  # shutdown() was called: end every follower at once
         self.tail: Redis | None = None  # its own connection: XREAD BLOCK only
         self.redis: Redis | None = None  # the hot client: one XREVRANGE per new stream
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._subscribers: set[Subscriber] = set()
-        self._per_user: Counter[str] = Counter()
-        self._watchers: dict[str, set[Subscriber]] = {}  # stream key -> its subscribers
+        self._watchers: dict[str, set[Follower]] = {}  # stream key -> its followers
         self._positions: dict[str, str] = {}  # stream key -> last id handed out
         self._scan_of: dict[str, str] = {}  # stream key -> scan id
         self._lookups: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.page_size = REPLAY_PAGE
-        self.replay_slots = asyncio.Semaphore(REPLAY_READERS)
+        self.read_slots = asyncio.Semaphore(READ_SLOTS)
         # counters for /metrics
         self.dropped_slow = 0
         self.dropped_other = 0
-        self.rejected = 0
         self.reads = 0
         self.read_errors = 0
         self.delivered = 0
@@ -94,8 +118,9 @@ class Fanout:
         is the app's hot client, for the short reads."""
         self.tail, self.redis = tail, redis
         self.loop = asyncio.get_running_loop()
+        self.closing = False
         self._wake = asyncio.Event()
-        self.replay_slots = asyncio.Semaphore(REPLAY_READERS)
+        self.read_slots = asyncio.Semaphore(READ_SLOTS)
         self._tasks = [
             asyncio.create_task(self._tail_loop(), name="sse-tail"),
             asyncio.create_task(self._heartbeat_loop(), name="sse-heartbeat"),
@@ -115,42 +140,52 @@ class Fanout:
     # -- admission and following ------------------------------------------------------
 
     def admit(self, user: str, scan_id: str) -> Subscriber:
-        """Count a new SSE connection, or raise `SseFull` when a cap is reached."""
-        if len(self._subscribers) >= self.max_total:
-            self.rejected += 1
-            raise SseFull(
-                f"This server holds {self.max_total} event streams already; retry shortly."
-            )
-        if self._per_user[user] >= self.max_per_user:
-            self.rejected += 1
-            raise SseFull(
-                f"You have {self.max_per_user} event streams open already; "
-                "close one or retry shortly."
-            )
+        """Count a new SSE connection, or raise `admission.Full` when a cap is reached."""
         sub = Subscriber(user, scan_id)
-        self._subscribers.add(sub)
-        self._per_user[user] += 1
+        self.streams.admit(sub)
+        if self.closing:  # it sends its first replay page and ends
+            self.drop(sub, SHUTTING_DOWN)
         return sub
 
-    async def follow(self, sub: Subscriber) -> None:
-        """Register `sub` for its scan's new entries; returns once the tail position is
-        fixed, so a replay read from now on overlaps the live entries (never leaves a gap)."""
+    def admit_waiter(self, user: str, scan_id: str) -> Waiter:
+        """Count a new long-poll, or raise `admission.Full` when a cap is reached."""
+        waiter = Waiter(user, scan_id)
+        self.waits.admit(waiter)
+        if self.closing:  # it answers at once
+            waiter.end(SHUTTING_DOWN)
+        return waiter
+
+    async def follow(self, sub: Follower, known: str | None = None) -> str:
+        """Register `sub` for its scan's new entries; returns the stream's tail position
+        once it is fixed: every entry after it reaches `sub`, so a replay read from now on
+        overlaps the live entries (never leaves a gap).
+
+        `known`: an entry id the caller has just read the stream up to (its last entry at
+        that moment). A stream nobody follows yet starts from it, with no lookup.
+        """
         key = self.keys.events(sub.scan_id)
         sub.key = key
         self._watchers.setdefault(key, set()).add(sub)
         self._scan_of[key] = sub.scan_id
-        if key in self._positions:
-            return
+        position = self._positions.get(key)
+        if position is not None:
+            return position
         lookup = self._lookups.get(key)
         if lookup is None:
+            if known is not None:
+                self._positions[key] = known
+                self._wake.set()
+                return known
             lookup = self._lookups[key] = asyncio.create_task(self._lookup(key))
         await asyncio.shield(lookup)
+        return self._positions.get(key) or "0-0"
 
     async def read_page(
         self, scan_id: str, after: str | None, *, inclusive: bool = False
     ) -> list[ev.LogEntry]:
         """Up to `page_size` entries after `after` (from it, when `inclusive`; from the
-        start when None or 0-0): the replay's reads, on the hot client."""
+        start when None or 0-0): the replay's reads, on the hot client. Callers bound it
+        with `deadline`, their wait for one of the `read_slots` included."""
         assert self.redis is not None, "the fan-out is not started"
         if after is None or after == "0-0":
             start, count = "-", self.page_size
@@ -163,10 +198,13 @@ class Fanout:
         return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw]
 
     async def _lookup(self, key: str) -> None:
+        """Fix a newly followed stream's position: its last entry (a task of its own, shared
+        by every follower that arrives meanwhile, and bounded: Redis may be frozen)."""
         assert self.redis is not None, "the fan-out is not started"
         try:
-            async with store_errors():
-                last: Any = await self.redis.xrevrange(key, "+", "-", count=1)
+            with self.deadline():
+                async with store_errors():
+                    last: Any = await self.redis.xrevrange(key, "+", "-", count=1)
         finally:
             if self._lookups.get(key) is asyncio.current_task():
                 del self._lookups[key]
@@ -174,19 +212,18 @@ class Fanout:
             self._positions[key] = last[0][0].decode() if last else "0-0"
             self._wake.set()
 
-    def close(self, sub: Subscriber) -> None:
+    def close(self, sub: Follower) -> None:
         """Forget `sub` entirely (idempotent): the response calls it in its `finally`."""
         self._unwatch(sub)
-        if sub in self._subscribers:
-            self._subscribers.discard(sub)
-            self._per_user[sub.user] -= 1
-            if self._per_user[sub.user] <= 0:
-                del self._per_user[sub.user]
+        if isinstance(sub, Waiter):
+            self.waits.release(sub)
+            return
+        self.streams.release(sub)
         if sub._timer is not None:
             sub._timer.cancel()
             sub._timer = None
 
-    def _unwatch(self, sub: Subscriber) -> None:
+    def _unwatch(self, sub: Follower) -> None:
         key = sub.key
         if key is None:
             return
@@ -198,18 +235,21 @@ class Fanout:
                 self._positions.pop(key, None)
                 self._scan_of.pop(key, None)
 
-    def drop(self, sub: Subscriber, reason: str, *, slow: bool = False) -> None:
-        """Close `sub` early: it stops receiving now, ends its response, and if it cannot
-        even send that end within `DROP_GRACE_S` its connection is cut."""
-        if sub.dropped is not None or sub not in self._subscribers:
+    def drop(self, sub: Follower, reason: str, *, slow: bool = False) -> None:
+        """End `sub` early. A waiter answers what it has; a subscriber stops receiving now,
+        ends its response, and if it cannot even send that end within `DROP_GRACE_S` its
+        connection is cut."""
+        self._unwatch(sub)
+        if isinstance(sub, Waiter):
+            sub.end(reason)
             return
-        sub.dropped = reason
+        if sub.dropped is not None or sub not in self.streams:
+            return
         if slow:
             self.dropped_slow += 1
         else:
             self.dropped_other += 1
-        self._unwatch(sub)
-        sub.queue.put_nowait(CLOSE)  # seen after what it already has queued, or sooner
+        sub.end(reason)
         if self.loop is not None:
             sub._timer = self.loop.call_later(DROP_GRACE_S, self._cut, sub)
 
@@ -220,11 +260,20 @@ class Fanout:
             sub.abort()
 
     def drop_all(self, reason: str = "the server closed the stream") -> int:
-        """Drop every connection (an operator's or a test's hook); call it on the loop."""
-        subs = list(self._subscribers)
+        """Drop every SSE connection (an operator's or a test's hook); call it on the loop."""
+        subs = list(self.streams)
         for sub in subs:
             self.drop(sub, reason)
         return len(subs)
+
+    def shutdown(self) -> None:
+        """The server is stopping: end every SSE stream (clients resume elsewhere with
+        `Last-Event-ID`) and every long-poll (it answers what it has) now, and any that
+        arrives from now on at once. Call it on the loop; idempotent."""
+        self.closing = True
+        self.drop_all(SHUTTING_DOWN)
+        for waiter in self.waits:
+            self.drop(waiter, SHUTTING_DOWN)
 
     # -- the tail reader --------------------------------------------------------------
 
@@ -238,10 +287,13 @@ class Fanout:
                 await self._wake.wait()
                 continue
             try:
-                reply = await self.tail.xread(streams, count=TAIL_COUNT, block=TAIL_BLOCK_MS)
+                # Bounded: a read cut off drops its connection (Redis froze, or the network
+                # lost it); the next one reconnects.
+                with self._tail_deadline():
+                    reply = await self.tail.xread(streams, count=TAIL_COUNT, block=TAIL_BLOCK_MS)
             except Exception as exc:  # the reader must never die: log, back off, retry
                 self.read_errors += 1
-                if isinstance(exc, REDIS_FAULTS):
+                if isinstance(exc, (*REDIS_FAULTS, ScanstreamError)):
                     log.warning("SSE tail read failed (retrying in %.2fs): %s", delay, exc)
                 else:
                     log.exception("SSE tail read failed (retrying in %.2fs)", delay)
@@ -260,11 +312,12 @@ class Fanout:
         drop the subscribers of such keys, so the others keep their live feed."""
         assert self.redis is not None
         try:
-            async with store_errors():
-                pipe = self.redis.pipeline(transaction=False)
-                for key in keys:
-                    pipe.type(key)
-                kinds = await pipe.execute()
+            with self.deadline():
+                async with store_errors():
+                    pipe = self.redis.pipeline(transaction=False)
+                    for key in keys:
+                        pipe.type(key)
+                    kinds = await pipe.execute()
         except ScanstreamError:
             return
         for key, kind in zip(keys, kinds, strict=True):
@@ -293,15 +346,8 @@ class Fanout:
             return
         self._positions[key] = sse.id_str(items[-1].key)
         for sub in list(watchers):
-            backlog = sub.queue.qsize()
-            if backlog and backlog + len(items) > self.buffer:
-                # Slow: what it has not sent yet plus this read would pass its buffer. A
-                # subscriber that has sent everything takes any one read, however large.
+            if not sub.offer(items, self.buffer):
                 self.drop(sub, "too slow: its buffer of events overflowed", slow=True)
-                continue
-            put = sub.queue.put_nowait
-            for item in items:
-                put(item)
         self.delivered += len(items) * len(watchers)
 
     async def _heartbeat_loop(self) -> None:
@@ -313,21 +359,30 @@ class Fanout:
             due = time.monotonic() - (self.heartbeat_s - tick)
             for watchers in self._watchers.values():
                 for sub in watchers:
-                    if sub.last_write <= due and sub.queue.empty():
+                    if isinstance(sub, Subscriber) and sub.last_write <= due and sub.queue.empty():
                         sub.queue.put_nowait(HEARTBEAT)
 
     # -- figures ----------------------------------------------------------------------
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscribers)
+        return len(self.streams)
+
+    @property
+    def waiters(self) -> int:
+        return len(self.waits)
+
+    @property
+    def rejected(self) -> int:
+        return self.streams.rejected
 
     @property
     def watched(self) -> int:
         return len(self._positions)
 
     def following(self) -> int:
-        return sum(len(w) for w in self._watchers.values())
+        """SSE connections following a stream live (waiters are counted by `waiters`)."""
+        return sum(isinstance(s, Subscriber) for w in self._watchers.values() for s in w)
 
 
 def _stream_replies(reply: Any) -> Iterator[tuple[str, Sequence[tuple[bytes, Any]]]]:

@@ -46,6 +46,16 @@ class FanoutCollector(Collector):
         yield CounterMetricFamily(
             "scanstream_sse_rejected", "SSE connections refused by a cap (429).", value=f.rejected
         )
+        yield GaugeMetricFamily(
+            "scanstream_results_waiting",
+            "results?wait= long-polls waiting on this process (on the tail reader).",
+            value=f.waiters,
+        )
+        yield CounterMetricFamily(
+            "scanstream_results_wait_rejected",
+            "results?wait= long-polls refused by a cap (429).",
+            value=f.waits.rejected,
+        )
         yield CounterMetricFamily(
             "scanstream_sse_tail_reads", "XREAD calls of the tail reader.", value=f.reads
         )
@@ -56,6 +66,6 @@ class FanoutCollector(Collector):
         )
         yield CounterMetricFamily(
             "scanstream_sse_messages_queued",
-            "Live messages handed to subscribers.",
+            "Live messages handed to followers (SSE subscribers and waiting long-polls).",
             value=f.delivered,
         )

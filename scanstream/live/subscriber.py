@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scanstream.errors import ScanstreamError
 from scanstream.live import sse
-
-
-class SseFull(ScanstreamError):
-    """Too many SSE connections: for this user, or on this process."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +41,23 @@ class Subscriber:
         self.last_write = time.monotonic()
         self.abort: Callable[[], object] | None = None  # cuts the connection (set by the response)
         self._timer: asyncio.TimerHandle | None = None
+
+    def offer(self, items: Sequence[Item], buffer: int) -> bool:
+        """Queue a tail read's items; False (nothing queued) when this subscriber is too
+        slow: what it has not sent yet plus `items` would pass `buffer`. A subscriber that
+        has sent everything takes any one read, however large."""
+        backlog = self.queue.qsize()
+        if backlog and backlog + len(items) > buffer:
+            return False
+        put = self.queue.put_nowait
+        for item in items:
+            put(item)
+        return True
+
+    def end(self, reason: str) -> None:
+        """Stop now: the response sends what it has, a comment saying `reason`, and ends."""
+        self.dropped = reason
+        self.queue.put_nowait(CLOSE)  # seen after what it already has queued, or sooner
 
     async def next_batch(self, limit: int = BATCH) -> list[Item]:
         """Wait for at least one item; return up to `limit` of those queued by then."""
