@@ -240,26 +240,24 @@ class Bench:
         )
 
     def bare_app(self) -> Proc:
+        return self.uvicorn_app("bench.bare_app:app_from_env", "bare-app", "benchbare")
+
+    def uvicorn_app(self, factory: str, name: str, prefix: str) -> Proc:
+        """A baseline ASGI app (`module:factory`) under uvicorn, as the API is served."""
         port = free_port()
         argv = [
             sys.executable,
             "-m",
             "uvicorn",
             "--factory",
-            "bench.bare_app:app_from_env",
+            factory,
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
             *UVICORN_FLAGS,
         ]
-        return Proc(
-            "bare-app",
-            argv,
-            self.env("benchbare"),
-            self.log_dir / f"bare-app-{port}.log",
-            port=port,
-        )
+        return Proc(name, argv, self.env(prefix), self.log_dir / f"{name}-{port}.log", port=port)
 
     def bare_consumer(self, mode: str, jobs_key: str, group: str, prefix: str = "") -> Proc:
         argv = [

@@ -25,7 +25,6 @@ from typing import Any
 
 from bench.harness import (
     USER,
-    UVICORN_FLAGS,
     Bench,
     Proc,
     Row,
@@ -36,7 +35,6 @@ from bench.harness import (
     say,
 )
 from bench.sse_fanout import redis_connections, rss_kib
-from scanstream.embedded import free_port
 
 NAME = "long_polls"
 PREFIX = "bench5"
@@ -171,22 +169,7 @@ def api_server(b: Bench) -> Proc:
 
 
 def naive_server(b: Bench) -> Proc:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "bench.longpoll_peers:naive_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *UVICORN_FLAGS,
-    ]
-    return Proc(
-        "longpoll-naive", argv, b.env(PREFIX), b.log_dir / f"longpoll-naive-{port}.log", port=port
-    )
+    return b.uvicorn_app("bench.longpoll_peers:naive_app", "longpoll-naive", PREFIX)
 
 
 def _line(m: dict[str, Any]) -> str:

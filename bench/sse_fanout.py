@@ -32,7 +32,6 @@ from typing import Any
 from bench.harness import (
     FOREIGN_WARN,
     USER,
-    UVICORN_FLAGS,
     Bench,
     CpuMeter,
     Proc,
@@ -43,7 +42,6 @@ from bench.harness import (
     running,
     say,
 )
-from scanstream.embedded import free_port
 
 NAME = "sse_fanout"
 PREFIX = "bench4"
@@ -262,20 +260,7 @@ def _gauges(server: Proc) -> dict[str, float]:
 
 
 def naive_server(b: Bench) -> Proc:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "bench.sse_peers:naive_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *UVICORN_FLAGS,
-    ]
-    return Proc("sse-naive", argv, b.env(PREFIX), b.log_dir / f"sse-naive-{port}.log", port=port)
+    return b.uvicorn_app("bench.sse_peers:naive_app", "sse-naive", PREFIX)
 
 
 def fanout_server(b: Bench) -> Proc:

@@ -135,18 +135,10 @@ class EventStore:
         return await self.write_strategy(scan_id, "start", strategy, 0, pairs, token=token)
 
     async def append_strategy_events(
-        self,
-        scan_id: str,
-        strategy: str,
-        attempt: int,
-        events: Sequence[ev.Event],
-        *,
-        token: str = "",
+        self, scan_id: str, strategy: str, attempt: int, events: Sequence[ev.Event]
     ) -> WriteOutcome:
         """Append progress / opportunity events of the current attempt."""
-        return await self.write_strategy(
-            scan_id, "append", strategy, attempt, ev.pairs(events), token=token
-        )
+        return await self.write_strategy(scan_id, "append", strategy, attempt, ev.pairs(events))
 
     async def finish_strategy(
         self,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.context import Pairs, RunContext
+from consumers.context import Pairs, RunContext, WriteFn
 from scanstream import events as ev
 from scanstream.strategies.api import Strategy, StrategyStopped
 
@@ -31,6 +31,20 @@ class AttemptResult:
     found_count: int = 0
     error: ev.ErrorInfo | None = None
     stopped: str | None = None
+
+
+def context_for(
+    spec: AttemptSpec, write: WriteFn, market_factory: Callable[[Mapping[str, Any]], Any]
+) -> RunContext:
+    """The strategy's context for this attempt, writing through `write`."""
+    return RunContext(
+        write,
+        scan_id=spec.scan_id,
+        strategy=spec.strategy,
+        attempt=spec.attempt,
+        params=spec.params,
+        market_factory=market_factory,
+    )
 
 
 def error_info(exc: BaseException) -> ev.ErrorInfo:

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from consumers.context import Pairs, RunContext
+from consumers.context import Pairs
 from consumers.isolation import wire
-from consumers.isolation.attempt import run_attempt
+from consumers.isolation.attempt import AttemptSpec, context_for, run_attempt
 
 PR_SET_PDEATHSIG = 1
 
@@ -70,14 +70,7 @@ def main(argv: list[str]) -> int:
         if message is None:
             return 0
         _, scan_id, name, attempt, params = message
-        context = RunContext(
-            write,
-            scan_id=scan_id,
-            strategy=name,
-            attempt=attempt,
-            params=params,
-            market_factory=market_factory,
-        )
+        context = context_for(AttemptSpec(scan_id, name, attempt, params), write, market_factory)
         strategy = strategies.get(name)
         if strategy is None:
             sock.sendall(

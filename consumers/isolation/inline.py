@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from consumers.context import RunContext, WriteFn
-from consumers.isolation.attempt import AttemptResult, AttemptSpec, run_attempt
+from consumers.context import WriteFn
+from consumers.isolation.attempt import AttemptResult, AttemptSpec, context_for, run_attempt
 from scanstream.strategies.api import Strategy
 
 
@@ -21,14 +21,7 @@ class InlineExecutor:
         pass
 
     async def run(self, strategy: Strategy, spec: AttemptSpec, write: WriteFn) -> AttemptResult:
-        context = RunContext(
-            write,
-            scan_id=spec.scan_id,
-            strategy=spec.strategy,
-            attempt=spec.attempt,
-            params=spec.params,
-            market_factory=self.market_factory,
-        )
+        context = context_for(spec, write, self.market_factory)
         try:
             return await run_attempt(strategy, context)
         finally:

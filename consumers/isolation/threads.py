@@ -35,7 +35,7 @@ import anyio
 
 from consumers import metrics
 from consumers.context import Pairs, RunContext, WriteFn
-from consumers.isolation.attempt import AttemptResult, AttemptSpec, run_attempt
+from consumers.isolation.attempt import AttemptResult, AttemptSpec, context_for, run_attempt
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")
@@ -155,14 +155,7 @@ class ThreadExecutor:
             future: Future[str] = asyncio.run_coroutine_threadsafe(_coro(write(pairs)), main_loop)
             return await asyncio.wrap_future(future)
 
-        context = RunContext(
-            write_on_main,
-            scan_id=spec.scan_id,
-            strategy=spec.strategy,
-            attempt=spec.attempt,
-            params=spec.params,
-            market_factory=self.market_factory,
-        )
+        context = context_for(spec, write_on_main, self.market_factory)
         handoff = _Handoff(main_loop, strategy, context)
         worker = self._idle.pop() if self._idle else StrategyThread()
         worker.inbox.put(handoff)
