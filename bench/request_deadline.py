@@ -1,11 +1,13 @@
-"""Benchmark 6 (issue 8): what the request deadline costs the status path.
+"""Benchmark 6 (issue 8): what the request deadline and the new Redis client cost the
+status path.
 
-The status read of a finished scan (as in benchmark 1) on two `scanstream api --workers 1`
-processes running at once, the same code: one as shipped (`SCANSTREAM_REQUEST_TIMEOUT=2`:
-one asyncio timeout armed per request around its Redis work), one with the deadline off
-(`=0`: no timer). Measured in interleaved rounds, in ABBA order (50 connections each, as
-benchmark 1), and compared by the best round of each, in requests/s and in requests per
-server CPU-second (the figure other load on the machine bends least).
+The status read of a finished scan (as in benchmark 1) on three `scanstream api --workers
+1` processes running at once: one as shipped (`SCANSTREAM_REQUEST_TIMEOUT=2`), one with the
+deadline off (`=0`), and one as before issue 8 (deadline off, and the Redis client as it
+was: a pool that fails when full and redis-py's own ten retries, patched in by
+`bench.variant --legacy-client`). Measured in interleaved rounds, in ABBA order (50
+connections each, as benchmark 1), and compared by the best round of each, in requests/s
+and in requests per server CPU-second (the figure other load on the machine bends least).
 
 Two API processes of the same code differ by several percent from run to run on a shared
 2-core machine, more than a deadline can cost, so the cost is also measured where nothing
@@ -26,11 +28,14 @@ from bench.harness import USER, Bench, Proc, Row, bearer, load, running, say
 from bench.status_reads import CONNECTIONS, THREADS, best, make_finished_scan, measure
 
 NAME = "request_deadline"
-VARIANTS = {"deadline 2 s (as shipped)": "2", "deadline off": "0"}
+SHIPPED, OFF, BEFORE = "deadline 2 s (as shipped)", "deadline off", "before issue 8"
+# name -> (SCANSTREAM_REQUEST_TIMEOUT, bench.variant flags). "before issue 8": no deadline
+# and the Redis client as it was (a pool that fails when full, redis-py's own retries).
+VARIANTS = {SHIPPED: ("2", []), OFF: ("0", []), BEFORE: ("0", ["--legacy-client"])}
 
 
-def _api(b: Bench, timeout: str, n: int) -> Proc:
-    api = b.api(status_reads.PREFIX, name=f"api-deadline-{n}")
+def _api(b: Bench, timeout: str, flags: list[str], n: int) -> Proc:
+    api = b.api(status_reads.PREFIX, variant=flags, name=f"api-deadline-{n}")
     api.env = {**api.env, "SCANSTREAM_REQUEST_TIMEOUT": timeout}
     return api
 
@@ -88,9 +93,10 @@ async def _service_reads(
             keys=keys,
             strategies=[],
             validate_params=lambda params, names: None,
-            deadline=Deadline(float(value)),
+            deadline=Deadline(float(timeout)),
         )
-        for name, value in VARIANTS.items()
+        for name, (timeout, flags) in VARIANTS.items()
+        if not flags  # in process, only the deadline differs
     }
 
     async def measure_one(service: ScanService) -> tuple[float, float]:
@@ -133,7 +139,10 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     duration = 3.0 if b.quick else 8.0
     rounds = 1 if b.quick else 3
     headers = {"Authorization": f"Bearer {bearer()}"}
-    procs = {name: _api(b, value, n) for n, (name, value) in enumerate(VARIANTS.items())}
+    procs = {
+        name: _api(b, timeout, flags, n)
+        for n, (name, (timeout, flags)) in enumerate(VARIANTS.items())
+    }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
     with running(*procs.values()):
         scan = make_finished_scan(b, next(iter(procs.values())), headers)
@@ -164,18 +173,20 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
         _service_reads(b.redis_url, scan["scan_id"], 1.0 if b.quick else 2.0, 2 if b.quick else 6)
     )
     say(f"  in process, ScanService.get_view: {service}")
-    on, off = (best(runs[name]) for name in VARIANTS)
+    on, off, before = (best(runs[name]) for name in (SHIPPED, OFF, BEFORE))
     out: dict[str, Any] = {
         "scan_events": scan["events"],
         "deadline_on": on,
         "deadline_off": off,
+        "before_issue_8": before,
         "runs": runs,
         "scope_ns": scope,
         "service_reads": service,
     }
-    s_on, s_off = (service[name] for name in VARIANTS)
-    cpu_on = max(r["requests_per_cpu_s"] or 0 for r in runs["deadline 2 s (as shipped)"])
-    cpu_off = max(r["requests_per_cpu_s"] or 0 for r in runs["deadline off"])
+    s_on, s_off = (service[name] for name in (SHIPPED, OFF))
+    cpu_on, cpu_off, cpu_before = (
+        max(r["requests_per_cpu_s"] or 0 for r in runs[name]) for name in (SHIPPED, OFF, BEFORE)
+    )
     rows = [
         Row(
             NAME,
@@ -190,6 +201,22 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
             str(cpu_on),
             str(cpu_off),
             f"{cpu_on / cpu_off:.3f}" if cpu_off else "",
+        ),
+        Row(
+            NAME,
+            "status reads/s, as shipped vs before issue 8 (no deadline, old client)",
+            f"{on['rps']:.0f}",
+            f"{before['rps']:.0f}",
+            f"{on['rps'] / before['rps']:.3f}" if before["rps"] else "",
+            ">= 0.95",
+        ),
+        Row(
+            NAME,
+            "status reads per server CPU-s, as shipped vs before issue 8",
+            str(cpu_on),
+            str(cpu_before),
+            f"{cpu_on / cpu_before:.3f}" if cpu_before else "",
+            ">= 0.95",
         ),
         Row(
             NAME,
