@@ -2,7 +2,7 @@
 
 Served by the same ASGI server with the same flags as `scanstream api`
 (`uvicorn --loop uvloop --http httptools --no-access-log --log-level warning`, one
-process), with a Redis client built by the same `scanstream.redis_conn.client`, so the
+process), with a Redis client built by the same `scanstream.storage.connection.client`, so the
 status-read ratio measures what scanstream adds on top of "an HTTP request that costs
 one Redis round trip".
 
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scanstream import redis_conn
+from scanstream.storage import connection as redis_conn
 
 KEY = "bench:bare"
 PATH = "/bare"

@@ -68,13 +68,13 @@ async def _service_reads(
 ) -> dict[str, dict[str, float]]:
     """`ScanService.get_view` of a finished scan, 50 at a time, deadline on and off in
     alternating rounds (ABBA): the best reads/s and reads per CPU-second of each."""
-    from scanstream import redis_conn
     from scanstream.deadline import Deadline
-    from scanstream.keys import Keys
     from scanstream.projection_cache import ProjectionCache
-    from scanstream.scan_index import ScanIndex
     from scanstream.service import ScanService
-    from scanstream.store import EventStore
+    from scanstream.storage import connection as redis_conn
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.index import ScanIndex
+    from scanstream.storage.keys import Keys
 
     redis = redis_conn.client(redis_url, max_connections=256)
     keys = Keys(status_reads.PREFIX)

@@ -7,7 +7,7 @@
 
 It lets the benchmarks measure alternatives without editing scanstream:
 - `--socket-timeout S` / `--health-check-interval S`: every client that
-  `scanstream.redis_conn.client` builds gets these instead (redis-py 8's own default
+  `scanstream.storage.connection.client` builds gets these instead (redis-py 8's own default
   socket timeout is 5 s; scanstream ships None and 30);
 - `--rebuild-per-request`: the projection cache forgets the scan before every read, so
   each status request reads the whole log and folds it (the design the cache replaces);
@@ -39,7 +39,7 @@ from typing import Any
 
 
 def _patch_client(socket_timeout: float | None, health_check_interval: float | None) -> None:
-    from scanstream import redis_conn
+    from scanstream.storage import connection as redis_conn
 
     original = redis_conn.client
 
@@ -84,7 +84,7 @@ def _patch_log_level(level: str) -> None:
 
 
 def _patch_single_xrange() -> None:
-    from scanstream import store
+    from scanstream.storage import events as store
 
     async def read_if_exists(
         self: store.EventStore, scan_id: str, after: str | None
@@ -132,7 +132,7 @@ def _patch_legacy_client() -> None:
     connections") and redis-py's default retries (10, with backoff), for a before/after."""
     from redis.asyncio import Redis
 
-    from scanstream import redis_conn
+    from scanstream.storage import connection as redis_conn
 
     def client(url: str, *, max_connections: int = 64) -> Redis:
         return Redis.from_url(

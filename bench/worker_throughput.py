@@ -9,7 +9,7 @@ strategy.completed.
 
 Tried at several N; the best and the recommended (the smallest N within 5% of the
 best) are reported. At the recommended N, redis-py client variants are measured too
-(bench.variant patches `scanstream.redis_conn.client` inside the worker process).
+(bench.variant patches `scanstream.storage.connection.client` inside the worker process).
 
 Baseline in the same run: bench.bare_consumer --mode drain (XREADGROUP COUNT 100, XACK
 the batch, no events written) on the same number of jobs, measured the same way.
@@ -41,7 +41,7 @@ from bench.harness import (
 )
 from bench.noop_strategies import NAMES
 from scanstream.events import TERMINAL_TYPES
-from scanstream.keys import JOB_GROUP, Keys
+from scanstream.storage.keys import JOB_GROUP, Keys
 
 NAME = "worker_throughput"
 TIMEOUT_S = 180.0
@@ -69,9 +69,10 @@ VARIANTS: dict[str, list[str]] = {
 async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]:
     """`scans` scans of the 14 no-ops and their jobs; (scan ids, the last job's id)."""
     from scanstream import events as ev
-    from scanstream import jobs, redis_conn
     from scanstream.ids import new_scan_id
-    from scanstream.store import EventStore
+    from scanstream.storage import connection as redis_conn
+    from scanstream.storage import jobs
+    from scanstream.storage.events import EventStore
 
     r = redis_conn.client(url, max_connections=128)
     try:

@@ -27,11 +27,11 @@ import anyio
 from redis.asyncio import Redis
 
 from consumers import metrics
-from scanstream import jobs
 from scanstream.errors import StoreUnavailable
-from scanstream.keys import JOB_GROUP
 from scanstream.settings import Settings
-from scanstream.store import EventStore, store_errors
+from scanstream.storage import jobs
+from scanstream.storage.events import EventStore, store_errors
+from scanstream.storage.keys import JOB_GROUP
 
 log = logging.getLogger("scanstream.reaper")
 OVERDUE_BATCH = 100

@@ -24,17 +24,17 @@ from redis.asyncio import Redis
 
 from consumers import metrics
 from consumers.isolation import executor_for
-from consumers.leases import Leases, job_from_entry
 from consumers.reaper import Reaper
 from consumers.runner import JobRunner, Run
 from scanstream import events as ev
-from scanstream import jobs as job_stream
 from scanstream.errors import StoreUnavailable
-from scanstream.jobs import Job, ensure_group
-from scanstream.keys import JOB_GROUP, Keys
-from scanstream.redis_conn import client, text
 from scanstream.settings import Settings
-from scanstream.store import EventStore, store_errors
+from scanstream.storage import jobs as job_stream
+from scanstream.storage.claims import Leases, job_from_entry
+from scanstream.storage.connection import client, text
+from scanstream.storage.events import EventStore, store_errors
+from scanstream.storage.jobs import Job, ensure_group
+from scanstream.storage.keys import JOB_GROUP, Keys
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")

@@ -27,13 +27,13 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from scanstream import jobs
 from scanstream.errors import ScanstreamError
 from scanstream.events import wall_ms
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage import jobs
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 
 Command = Callable[["Ctx", argparse.Namespace], Awaitable[int]]
 

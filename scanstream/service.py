@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from scanstream import events as ev
-from scanstream import jobs, projection
+from scanstream import projection
 from scanstream.deadline import Deadline
 from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
 from scanstream.events import LogEntry, ScanCancelRequested, ScanRequested
 from scanstream.ids import is_scan_id, new_scan_id, scan_created_ms
-from scanstream.keys import Keys
 from scanstream.projection import ScanView
 from scanstream.projection_cache import ProjectionCache
-from scanstream.scan_index import ScanIndex
-from scanstream.store import EventStore, store_errors
+from scanstream.storage import jobs
+from scanstream.storage.events import EventStore, store_errors
+from scanstream.storage.index import ScanIndex
+from scanstream.storage.keys import Keys
 
 if TYPE_CHECKING:  # the fan-out imports this module (sse.message uses log_event)
     from scanstream.live.fanout import Fanout

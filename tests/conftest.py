@@ -13,10 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from scanstream.embedded import RedisProcess
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 
 SECRET = "test-secret-not-for-production"
 

@@ -10,12 +10,12 @@ import pytest
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.batcher import PipelineBatcher
 from scanstream.embedded import free_port
 from scanstream.errors import StoreUnavailable
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
-from scanstream.store import EventStore
+from scanstream.storage.batcher import PipelineBatcher
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from tests.support.scans import start_scan
 
 pytestmark = pytest.mark.anyio

@@ -15,18 +15,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.leases import Leases
 from consumers.reaper import Reaper
 from consumers.runner import LOST_ATTEMPTS_FACTOR
 from scanstream import events as ev
-from scanstream import jobs
 from scanstream.embedded import RedisProcess, free_port
 from scanstream.errors import ConfigError
 from scanstream.ids import new_scan_id
-from scanstream.keys import JOB_GROUP
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage import jobs
+from scanstream.storage.claims import Leases
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import JOB_GROUP
 from scanstream.strategies.api import Strategy
 from tests.support import strategies as ts
 from tests.support.faults import (

@@ -18,8 +18,6 @@ from scanstream import projection
 from scanstream.embedded import RedisProcess
 from scanstream.errors import ScanConflict
 from scanstream.ids import scan_created_ms
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.replay import (
     ReplayError,
     export_log,
@@ -33,7 +31,9 @@ from scanstream.replay import (
 from scanstream.replay.cli import main
 from scanstream.replay.exchange import export_lines
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from tests.support.replay_scans import shared_scan
 
 pytestmark = pytest.mark.anyio

@@ -12,10 +12,10 @@ import pytest
 
 from scanstream import events as ev
 from scanstream.api.app import create_app
-from scanstream.keys import Keys
 from scanstream.live.fanout import DROP_GRACE_S, Fanout
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from tests.support.http import serve
 from tests.support.procs import api_proc, running
 from tests.support.sse import (

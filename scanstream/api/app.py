@@ -22,7 +22,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from scanstream import redis_conn
 from scanstream.api import routes_events, routes_ops, routes_scans, routes_web
 from scanstream.api.bodies import StrategyInfo, StrategyList
 from scanstream.api.context import ApiContext
@@ -31,14 +30,15 @@ from scanstream.api.metrics import ApiMetrics, MetricsMiddleware
 from scanstream.api.shutdown import on_exit_signal
 from scanstream.deadline import Deadline
 from scanstream.errors import ConfigError
-from scanstream.keys import Keys
 from scanstream.live.fanout import Fanout
 from scanstream.live.metrics import FanoutCollector
 from scanstream.projection_cache import ProjectionCache
-from scanstream.scan_index import ScanIndex
 from scanstream.service import ParamsValidator, ScanService
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage import connection as redis_conn
+from scanstream.storage.events import EventStore
+from scanstream.storage.index import ScanIndex
+from scanstream.storage.keys import Keys
 
 log = logging.getLogger("scanstream.api")
 

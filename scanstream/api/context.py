@@ -12,7 +12,7 @@ from scanstream.api.metrics import ApiMetrics
 from scanstream.projection_cache import ProjectionCache
 from scanstream.service import ScanService
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,13 @@ from scanstream import events as ev
 from scanstream.deadline import Deadline
 from scanstream.errors import ScanstreamError
 from scanstream.ids import stream_id_key
-from scanstream.keys import Keys
 from scanstream.live import sse
 from scanstream.live.admission import Admission
 from scanstream.live.subscriber import HEARTBEAT, Item, Subscriber
 from scanstream.live.waiter import Waiter
 from scanstream.settings import Settings
-from scanstream.store import REDIS_FAULTS, store_errors
+from scanstream.storage.events import REDIS_FAULTS, store_errors
+from scanstream.storage.keys import Keys
 
 Follower = Subscriber | Waiter
 

@@ -25,8 +25,6 @@ import orjson
 
 from scanstream.errors import ScanstreamError
 from scanstream.ids import is_scan_id
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.replay import show
 from scanstream.replay.diff import diff
 from scanstream.replay.exchange import export_log, read_export
@@ -44,6 +42,8 @@ from scanstream.replay.timeline import select, timeline
 from scanstream.replay.travel import prefix_length, state_at, steps
 from scanstream.replay.verify import fetch_served, verify
 from scanstream.settings import Settings
+from scanstream.storage.connection import client
+from scanstream.storage.keys import Keys
 
 T = TypeVar("T")
 DIFFERENT = 1

@@ -20,10 +20,10 @@ from redis.asyncio import Redis
 from scanstream import events as ev
 from scanstream.errors import ScanConflict
 from scanstream.ids import is_scan_id, is_user_id, new_scan_id, scan_created_ms
-from scanstream.keys import Keys
 from scanstream.replay.fence import fence_fields
 from scanstream.replay.source import Log, RawEntry, ReplayError
-from scanstream.store import store_errors
+from scanstream.storage.events import store_errors
+from scanstream.storage.keys import Keys
 
 USER_FIELDS = frozenset({b"scan.requested", b"scan.cancel_requested"})
 _object = msgspec.json.Decoder(dict[str, Any])

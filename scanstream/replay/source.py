@@ -19,10 +19,10 @@ from scanstream import events as ev
 from scanstream.errors import ConfigError, ScanNotFound, ScanstreamError
 from scanstream.events import LogEntry, ScanRequested
 from scanstream.ids import is_scan_id, is_stream_id, stream_id_key
-from scanstream.keys import Keys
-from scanstream.redis_conn import client, text
 from scanstream.settings import Settings
-from scanstream.store import store_errors
+from scanstream.storage.connection import client, text
+from scanstream.storage.events import store_errors
+from scanstream.storage.keys import Keys
 
 PAGE = 1000  # entries per XRANGE round trip
 

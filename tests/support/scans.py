@@ -11,12 +11,12 @@ import anyio
 
 from consumers.worker import Worker
 from scanstream import events as ev
-from scanstream import jobs
 from scanstream.ids import new_scan_id
 from scanstream.market import market_for, parse_params
 from scanstream.projection import ScanView, fold_all
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage import jobs
+from scanstream.storage.events import EventStore
 from scanstream.strategies.api import Strategy
 
 

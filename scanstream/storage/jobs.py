@@ -20,9 +20,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from scanstream.ids import is_scan_id
-from scanstream.keys import JOB_GROUP, Keys
-from scanstream.redis_conn import text
-from scanstream.store import EventStore, lua_source, store_errors
+from scanstream.storage.connection import text
+from scanstream.storage.events import EventStore, lua_source, store_errors
+from scanstream.storage.keys import JOB_GROUP, Keys
 
 LAG_COUNT_CAP = 10_000  # computing lag by reading entries (Redis < 7) stops here
 DEAD_LETTER_MAXLEN = 100_000

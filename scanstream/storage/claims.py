@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from scanstream.ids import is_scan_id
-from scanstream.jobs import Job
-from scanstream.keys import JOB_GROUP, Keys
-from scanstream.redis_conn import text
-from scanstream.store import lua_source, store_errors
+from scanstream.storage.connection import text
+from scanstream.storage.events import lua_source, store_errors
+from scanstream.storage.jobs import Job
+from scanstream.storage.keys import JOB_GROUP, Keys
 
 
 class Leases:

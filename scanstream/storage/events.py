@@ -18,12 +18,12 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.batcher import PipelineBatcher
 from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
 from scanstream.ids import is_scan_id, scan_created_ms
-from scanstream.keys import Keys
-from scanstream.redis_conn import text
+from scanstream.storage.batcher import PipelineBatcher
+from scanstream.storage.connection import text
+from scanstream.storage.keys import Keys
 
 REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 FORGET_TIMEOUT_S = 2.0  # the running-set upkeep after an end never holds its caller longer
@@ -35,8 +35,8 @@ def new_write_token() -> str:
 
 
 def lua_source(name: str) -> str:
-    """A script of scanstream/lua/, by file name."""
-    return resources.files("scanstream").joinpath("lua", name).read_text()
+    """A script of scanstream/storage/lua/, by file name."""
+    return resources.files("scanstream.storage").joinpath("lua", name).read_text()
 
 
 @asynccontextmanager

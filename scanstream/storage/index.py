@@ -17,8 +17,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from scanstream.ids import is_scan_id, scan_created_ms
-from scanstream.keys import Keys
-from scanstream.store import digest, store_errors
+from scanstream.storage.events import digest, store_errors
+from scanstream.storage.keys import Keys
 
 
 def _ids(raw: Sequence[Any]) -> list[str]:

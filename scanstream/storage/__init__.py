@@ -1,0 +1,1 @@
+"""Every Redis command and script of scanstream (filled in by the following commits)."""
