@@ -73,7 +73,7 @@ async def _end_scan(redis_url: str, scan_id: str) -> float:
     redis = client(redis_url)
     try:
         store = EventStore(redis, Keys(PREFIX), retention_s=3600)
-        await store.ping()
+        await redis.ping()
         sent = time.time()
         status, _ = await store.end_scan(scan_id, "scan.cancelled")
         assert status == "ok", status

@@ -74,6 +74,7 @@ async def _service_reads(
     from scanstream.storage import connection as redis_conn
     from scanstream.storage.events import EventStore
     from scanstream.storage.index import ScanIndex
+    from scanstream.storage.jobs import JobQueue
     from scanstream.storage.keys import Keys
 
     redis = redis_conn.client(redis_url, max_connections=256)
@@ -85,7 +86,7 @@ async def _service_reads(
             store=store,
             cache=cache,
             index=ScanIndex(redis, keys, ttl_s=3600),
-            keys=keys,
+            jobs=JobQueue(redis, keys),
             strategies=[],
             validate_params=lambda params, names: None,
             deadline=Deadline(float(value)),

@@ -52,7 +52,7 @@ def _patch_client(socket_timeout: float | None, health_check_interval: float | N
             conn_kwargs["health_check_interval"] = health_check_interval
         return made
 
-    redis_conn.client = client  # consumers.worker imports it by name later: patched too
+    redis_conn.client = client  # `Storage.connect` looks it up at each call: patched too
 
 
 def _patch_rebuild() -> None:
@@ -85,12 +85,14 @@ def _patch_log_level(level: str) -> None:
 
 def _patch_single_xrange() -> None:
     from scanstream.storage import events as store
+    from scanstream.storage.errors import store_errors
+    from scanstream.storage.replies import entries
 
     async def read_if_exists(
         self: store.EventStore, scan_id: str, after: str | None
     ) -> list[Any] | None:
         key = self.keys.events(scan_id)
-        async with store.store_errors():
+        async with store_errors():
             raw = await self.redis.xrange(key, after or "-", "+")
         if not raw:
             return None  # the stream is gone: it always holds at least scan.requested
@@ -98,7 +100,7 @@ def _patch_single_xrange() -> None:
             first = raw[0][0]
             if (first.decode() if isinstance(first, bytes) else first) == after:
                 raw = raw[1:]
-        return [store.ev.decode_entry(entry_id, fields) for entry_id, fields in raw]
+        return entries(raw)
 
     store.EventStore.read_if_exists = read_if_exists  # type: ignore[method-assign]
 

@@ -332,8 +332,7 @@ async def test_followers_share_one_tail_reader_and_all_see_live_events(
         for scan_id in scans:
             await run_strategy(store, scan_id, "noop", steps=2, finds=0)
     assert live.tail is not None
-    pool = live.tail.connection_pool
-    assert pool.max_connections == 1
+    assert live.tail.pool_size == 1
     logs = {
         scan_id: [e["id"] for e in await read_log(api, scan_id, f"u{i}")]
         for i, scan_id in enumerate(scans)
