@@ -2,9 +2,12 @@
 
 A scan is three keys under its own hash tag (`storage/keys.py`): the stream, the only
 source of truth; the fence, the coordination hash the write scripts decide with; and the
-write tokens. Writes go through one fenced Lua script each (`storage/lua/`): Python
-encodes every event body, the scripts only fence, count and choose the one terminal
-event. Reads are XRANGE pages, decoded with the one codec (`scanstream/events.py`).
+write tokens. Writes go through one fenced Lua script each (`storage/lua/`). Python
+encodes every event body and hands each script what it needs to know of an event (its
+note, see `fence_note`), the schema version and the strategy names; the scripts never
+parse a body. They fence, count, and choose the one terminal event, whose body is the
+only one they build: its counts live in the fence alone. Reads are XRANGE pages, decoded
+with the one codec (`scanstream/events.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgspec
 from redis.asyncio import Redis
 
 from scanstream import events as ev
@@ -33,6 +37,33 @@ FORGET_TIMEOUT_S = 2.0  # the running-set upkeep after an end never holds its ca
 def new_write_token() -> str:
     """A token for one fenced write, kept across its re-sends (see `write_strategy`)."""
     return os.urandom(12).hex()
+
+
+class _Id(msgspec.Struct):
+    id: str
+
+
+class _Found(msgspec.Struct):
+    opportunity: _Id
+
+
+class _Failed(msgspec.Struct):
+    final: bool = False
+
+
+_found = msgspec.json.Decoder(_Found)
+_failed = msgspec.json.Decoder(_Failed)
+
+
+def fence_note(type_: str, data: bytes) -> str:
+    """What the write script needs to know of an encoded event: the opportunity id of an
+    opportunity.found (the fence counts each id once per scan), "final" for a
+    strategy.failed that no retry follows (the strategy is then terminal), else ""."""
+    if type_ == "opportunity.found":
+        return _found.decode(data).opportunity.id
+    if type_ == "strategy.failed" and _failed.decode(data).final:
+        return "final"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +112,12 @@ class EventStore:
             pipe.zadd(self.keys.running_scans, {scan_id: created_ms}, nx=True)
             await self._create(
                 keys=[k.events, k.fence],
-                args=[ev.encode(requested), len(requested.strategies), created_ms],
+                args=[
+                    ev.encode(requested),
+                    len(requested.strategies),
+                    created_ms,
+                    *requested.strategies,
+                ],
                 client=pipe,
             )
             _, result = await pipe.execute()
@@ -140,19 +176,21 @@ class EventStore:
         k = self.keys.scan(scan_id)
         # The terminal event's id and ts: a start never ends the scan, so it needs neither.
         if mode == "start":
-            args: list[Any] = [mode, strategy, attempt, self.retention_s, "", "", token]
+            event_id, ts = "", ""
         else:
-            args = [
-                mode,
-                strategy,
-                attempt,
-                self.retention_s,
-                ev.new_event_id(),
-                ev.now_rfc3339(),
-                token,
-            ]
+            event_id, ts = ev.new_event_id(), ev.now_rfc3339()
+        args: list[Any] = [
+            mode,
+            strategy,
+            attempt,
+            self.retention_s,
+            event_id,
+            ts,
+            token,
+            ev.SCHEMA_VERSION,
+        ]
         for type_, data in pairs:
-            args += [type_, data]
+            args += [type_, data, fence_note(type_, data)]
         # A finish may end the scan, and the worker stops the runs of a scan that ended:
         # a finishing write cancelled while its reply was on the way would skip the
         # running-set upkeep below. Its reply comes within the batcher's bounded wait.
@@ -205,6 +243,7 @@ class EventStore:
             ev.now_rfc3339(),
             self.retention_s,
             reason or "",
+            ev.SCHEMA_VERSION,
         ]
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
@@ -213,7 +252,7 @@ class EventStore:
         await self._forget_running(scan_id)
         return reply
 
-    # -- the running set (deadline reaper, inspect) -----------------------------------
+    # -- the running set (storage/running.py) -----------------------------------------
 
     async def _forget_running(self, scan_id: str) -> None:
         """Best effort: the reaper removes an ended scan it still finds there anyway.
