@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scanstream.storage import connection as redis_conn
+from scanstream.storage import connection
 
 KEY = "bench:bare"
 PATH = "/bare"
@@ -33,7 +33,7 @@ _encode = msgspec.json.Encoder().encode
 def create_app(url: str) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.redis = redis_conn.client(url, max_connections=POOL_SIZE)
+        app.state.redis = connection.client(url, max_connections=POOL_SIZE)
         try:
             yield
         finally:

@@ -29,7 +29,7 @@ import time
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.storage import connection as redis_conn
+from scanstream.storage import connection
 from scanstream.storage.events import EventStore
 from scanstream.storage.keys import Keys
 
@@ -68,8 +68,8 @@ async def _protocol_job(store: EventStore, name: str, fields: dict[bytes, bytes]
 
 
 async def consume(url: str, mode: str, jobs: str, group: str, prefix: str) -> None:
-    hot = redis_conn.client(url, max_connections=2 * READ_COUNT + 16)
-    blocking = redis_conn.client(url, max_connections=2)
+    hot = connection.client(url, max_connections=2 * READ_COUNT + 16)
+    blocking = connection.client(url, max_connections=2)
     store = EventStore(hot, Keys(prefix), retention_s=3600)
     name = f"bare-{os.getpid()}"
     while True:

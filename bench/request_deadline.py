@@ -71,13 +71,13 @@ async def _service_reads(
     from scanstream.deadline import Deadline
     from scanstream.projection_cache import ProjectionCache
     from scanstream.service import ScanService
-    from scanstream.storage import connection as redis_conn
+    from scanstream.storage import connection
     from scanstream.storage.events import EventStore
     from scanstream.storage.index import ScanIndex
     from scanstream.storage.jobs import JobQueue
     from scanstream.storage.keys import Keys
 
-    redis = redis_conn.client(redis_url, max_connections=256)
+    redis = connection.client(redis_url, max_connections=256)
     keys = Keys(status_reads.PREFIX)
     store = EventStore(redis, keys, retention_s=3600)
     cache = ProjectionCache(store)

@@ -181,11 +181,11 @@ async def _in_process(b: Bench, scan_id: str, rounds: int) -> dict[str, float]:
     from scanstream import events as ev
     from scanstream import projection, render
     from scanstream.projection_cache import ProjectionCache
-    from scanstream.storage import connection as redis_conn
+    from scanstream.storage import connection
     from scanstream.storage.events import EventStore
 
     encode = msgspec.json.Encoder().encode
-    r = redis_conn.client(b.redis_url)
+    r = connection.client(b.redis_url)
     try:
         keys = Keys(PREFIX)
         store = EventStore(r, keys, retention_s=3600)

@@ -39,9 +39,9 @@ from typing import Any
 
 
 def _patch_client(socket_timeout: float | None, health_check_interval: float | None) -> None:
-    from scanstream.storage import connection as redis_conn
+    from scanstream.storage import connection
 
-    original = redis_conn.client
+    original = connection.client
 
     def client(url: str, *args: Any, **kwargs: Any) -> Any:
         made = original(url, *args, **kwargs)
@@ -52,7 +52,7 @@ def _patch_client(socket_timeout: float | None, health_check_interval: float | N
             conn_kwargs["health_check_interval"] = health_check_interval
         return made
 
-    redis_conn.client = client  # `Storage.connect` looks it up at each call: patched too
+    connection.client = client  # `Storage.connect` looks it up at each call: patched too
 
 
 def _patch_rebuild() -> None:
@@ -134,20 +134,20 @@ def _patch_legacy_client() -> None:
     connections") and redis-py's default retries (10, with backoff), for a before/after."""
     from redis.asyncio import Redis
 
-    from scanstream.storage import connection as redis_conn
+    from scanstream.storage import connection
 
     def client(url: str, *, max_connections: int = 64) -> Redis:
         return Redis.from_url(
             url,
             decode_responses=False,
-            socket_connect_timeout=redis_conn.CONNECT_TIMEOUT_S,
+            socket_connect_timeout=connection.CONNECT_TIMEOUT_S,
             socket_timeout=None,
             socket_keepalive=True,
             health_check_interval=30,
             max_connections=max_connections,
         )
 
-    redis_conn.client = client  # type: ignore[assignment]
+    connection.client = client  # type: ignore[assignment]
 
 
 def main(argv: list[str]) -> int:

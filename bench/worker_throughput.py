@@ -70,11 +70,11 @@ async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]
     """`scans` scans of the 14 no-ops and their jobs; (scan ids, the last job's id)."""
     from scanstream import events as ev
     from scanstream.ids import new_scan_id
-    from scanstream.storage import connection as redis_conn
+    from scanstream.storage import connection
     from scanstream.storage.events import EventStore
     from scanstream.storage.jobs import JobQueue
 
-    r = redis_conn.client(url, max_connections=128)
+    r = connection.client(url, max_connections=128)
     try:
         keys = Keys(prefix)
         store = EventStore(r, keys, retention_s=3600)
