@@ -57,7 +57,7 @@ class TailReader:
         """The entries after each scan's position (scan id -> entry id), as (scan id,
         entries); waits up to `block_ms` for the first one. `StoreUnavailable`, or
         `TailUnreadable` when a key is no longer a stream."""
-        streams: dict[str, str] = {}
+        streams: dict[Any, Any] = {}  # stream key -> position
         scan_of: dict[str, str] = {}
         for scan_id, position in positions.items():
             key = self._key(scan_id)
@@ -65,7 +65,7 @@ class TailReader:
             scan_of[key] = scan_id
         async with store_errors():
             try:
-                reply = await self.tail.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+                reply = await self.tail.xread(streams, count=count, block=block_ms)
             except redis_errors.ResponseError as exc:
                 raise TailUnreadable(str(exc)) from exc
         return [(scan_of[key], entries(raw)) for key, raw in _stream_replies(reply)]
