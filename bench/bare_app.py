@@ -2,7 +2,7 @@
 
 Served by the same ASGI server with the same flags as `scanstream api`
 (`uvicorn --loop uvloop --http httptools --no-access-log --log-level warning`, one
-process), with a Redis client built by the same `scanstream.redis_conn.client`, so the
+process), with a Redis client built by the same `scanstream.storage.connection.client`, so the
 status-read ratio measures what scanstream adds on top of "an HTTP request that costs
 one Redis round trip".
 
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scanstream import redis_conn
+from scanstream.storage import connection
 
 KEY = "bench:bare"
 PATH = "/bare"
@@ -33,7 +33,7 @@ _encode = msgspec.json.Encoder().encode
 def create_app(url: str) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.redis = redis_conn.client(url, max_connections=POOL_SIZE)
+        app.state.redis = connection.client(url, max_connections=POOL_SIZE)
         try:
             yield
         finally:

@@ -14,7 +14,7 @@
   the batch's jobs concurrently, one XACK per batch; no task per job, no timeouts, no
   heartbeats, logs or metrics. The floor of the worker's protocol as it is today.
 
-Same redis-py client settings as scanstream (`scanstream.redis_conn.client`), on uvloop
+Same redis-py client settings as scanstream (`scanstream.storage.connection.client`), on uvloop
 like the worker, so only the work per job differs. Runs until killed.
 """
 
@@ -29,9 +29,9 @@ import time
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream import redis_conn
-from scanstream.keys import Keys
-from scanstream.store import EventStore
+from scanstream.storage import connection
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 
 READ_COUNT = 100
 BLOCK_MS = 1000
@@ -68,8 +68,8 @@ async def _protocol_job(store: EventStore, name: str, fields: dict[bytes, bytes]
 
 
 async def consume(url: str, mode: str, jobs: str, group: str, prefix: str) -> None:
-    hot = redis_conn.client(url, max_connections=2 * READ_COUNT + 16)
-    blocking = redis_conn.client(url, max_connections=2)
+    hot = connection.client(url, max_connections=2 * READ_COUNT + 16)
+    blocking = connection.client(url, max_connections=2)
     store = EventStore(hot, Keys(prefix), retention_s=3600)
     name = f"bare-{os.getpid()}"
     while True:

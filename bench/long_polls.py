@@ -49,9 +49,9 @@ async def _create_scan(redis_url: str) -> str:
     """A scan with no job queued: it stays `queued`, so every long-poll on it waits."""
     from scanstream import events as ev
     from scanstream.ids import new_scan_id
-    from scanstream.keys import Keys
-    from scanstream.redis_conn import client
-    from scanstream.store import EventStore
+    from scanstream.storage.connection import client
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.keys import Keys
 
     redis = client(redis_url)
     try:
@@ -66,14 +66,14 @@ async def _create_scan(redis_url: str) -> str:
 
 async def _end_scan(redis_url: str, scan_id: str) -> float:
     """Cancel the scan (its terminal event); returns the wall-clock time just before."""
-    from scanstream.keys import Keys
-    from scanstream.redis_conn import client
-    from scanstream.store import EventStore
+    from scanstream.storage.connection import client
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.keys import Keys
 
     redis = client(redis_url)
     try:
         store = EventStore(redis, Keys(PREFIX), retention_s=3600)
-        await store.ping()
+        await redis.ping()
         sent = time.time()
         status, _ = await store.end_scan(scan_id, "scan.cancelled")
         assert status == "ok", status

@@ -74,8 +74,8 @@ def naive_app() -> Any:
     from starlette.routing import Route
 
     from scanstream import events as ev
-    from scanstream.keys import Keys
     from scanstream.live import sse
+    from scanstream.storage.keys import Keys
 
     keys = Keys(os.environ["SCANSTREAM_PREFIX"])
     redis = Redis.from_url(

@@ -73,15 +73,16 @@ async def _service_reads(
 ) -> dict[str, dict[str, float]]:
     """`ScanService.get_view` of a finished scan, 50 at a time, deadline on and off in
     alternating rounds (ABBA): the best reads/s and reads per CPU-second of each."""
-    from scanstream import redis_conn
     from scanstream.deadline import Deadline
-    from scanstream.keys import Keys
     from scanstream.projection_cache import ProjectionCache
-    from scanstream.scan_index import ScanIndex
     from scanstream.service import ScanService
-    from scanstream.store import EventStore
+    from scanstream.storage import connection
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.index import ScanIndex
+    from scanstream.storage.jobs import JobQueue
+    from scanstream.storage.keys import Keys
 
-    redis = redis_conn.client(redis_url, max_connections=256)
+    redis = connection.client(redis_url, max_connections=256)
     keys = Keys(status_reads.PREFIX)
     store = EventStore(redis, keys, retention_s=3600)
     cache = ProjectionCache(store)
@@ -90,7 +91,7 @@ async def _service_reads(
             store=store,
             cache=cache,
             index=ScanIndex(redis, keys, ttl_s=3600),
-            keys=keys,
+            jobs=JobQueue(redis, keys),
             strategies=[],
             validate_params=lambda params, names: None,
             deadline=Deadline(float(timeout)),

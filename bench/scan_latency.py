@@ -35,7 +35,7 @@ from bench.harness import (
 )
 from bench.noop_strategies import NAMES
 from scanstream.events import TERMINAL_TYPES
-from scanstream.keys import Keys
+from scanstream.storage.keys import Keys
 
 NAME = "scan_latency"
 PREFIX = "bench2"

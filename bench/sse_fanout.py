@@ -101,9 +101,9 @@ def redis_connections(b: Bench, pid: int) -> int:
 async def _create_scans(redis_url: str, count: int) -> list[str]:
     from scanstream import events as ev
     from scanstream.ids import new_scan_id
-    from scanstream.keys import Keys
-    from scanstream.redis_conn import client
-    from scanstream.store import EventStore
+    from scanstream.storage.connection import client
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.keys import Keys
 
     redis = client(redis_url)
     store = EventStore(redis, Keys(PREFIX), retention_s=3600)
@@ -133,7 +133,7 @@ def _wait_lines(procs: list[Proc], word: str, timeout_s: float) -> None:
 
 
 def _stream_digests(b: Bench, scan_ids: list[str]) -> dict[str, tuple[int, str]]:
-    from scanstream.keys import Keys
+    from scanstream.storage.keys import Keys
 
     keys = Keys(PREFIX)
     out = {}

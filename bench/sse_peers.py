@@ -36,9 +36,9 @@ async def write(
     redis_url: str, prefix: str, scan_ids: list[str], rate: float, duration_s: float
 ) -> dict[str, Any]:
     from scanstream import events as ev
-    from scanstream.keys import Keys
-    from scanstream.redis_conn import client
-    from scanstream.store import EventStore
+    from scanstream.storage.connection import client
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.keys import Keys
 
     redis = client(redis_url)
     store = EventStore(redis, Keys(prefix), retention_s=3600)
@@ -201,8 +201,8 @@ def naive_app() -> Any:
     from starlette.routing import Route
 
     from scanstream import events as ev
-    from scanstream.keys import Keys
     from scanstream.live import sse
+    from scanstream.storage.keys import Keys
 
     keys = Keys(os.environ["SCANSTREAM_PREFIX"])
     redis = Redis.from_url(

@@ -37,7 +37,7 @@ from bench.harness import (
 )
 from bench.noop_strategies import NAMES as NOOP_NAMES
 from scanstream.events import TERMINAL_TYPES
-from scanstream.keys import Keys
+from scanstream.storage.keys import Keys
 
 NAME = "status_reads"
 PREFIX = "bench1"
@@ -179,12 +179,13 @@ async def _in_process(b: Bench, scan_id: str, rounds: int) -> dict[str, float]:
     import msgspec
 
     from scanstream import events as ev
-    from scanstream import projection, redis_conn, render
+    from scanstream import projection, render
     from scanstream.projection_cache import ProjectionCache
-    from scanstream.store import EventStore
+    from scanstream.storage import connection
+    from scanstream.storage.events import EventStore
 
     encode = msgspec.json.Encoder().encode
-    r = redis_conn.client(b.redis_url)
+    r = connection.client(b.redis_url)
     try:
         keys = Keys(PREFIX)
         store = EventStore(r, keys, retention_s=3600)

@@ -7,7 +7,7 @@
 
 It lets the benchmarks measure alternatives without editing scanstream:
 - `--socket-timeout S` / `--health-check-interval S`: every client that
-  `scanstream.redis_conn.client` builds gets these instead (redis-py 8's own default
+  `scanstream.storage.connection.client` builds gets these instead (redis-py 8's own default
   socket timeout is 5 s; scanstream ships None and 30);
 - `--rebuild-per-request`: the projection cache forgets the scan before every read, so
   each status request reads the whole log and folds it (the design the cache replaces);
@@ -39,9 +39,9 @@ from typing import Any
 
 
 def _patch_client(socket_timeout: float | None, health_check_interval: float | None) -> None:
-    from scanstream import redis_conn
+    from scanstream.storage import connection
 
-    original = redis_conn.client
+    original = connection.client
 
     def client(url: str, *args: Any, **kwargs: Any) -> Any:
         made = original(url, *args, **kwargs)
@@ -52,7 +52,7 @@ def _patch_client(socket_timeout: float | None, health_check_interval: float | N
             conn_kwargs["health_check_interval"] = health_check_interval
         return made
 
-    redis_conn.client = client  # consumers.worker imports it by name later: patched too
+    connection.client = client  # `Storage.connect` looks it up at each call: patched too
 
 
 def _patch_rebuild() -> None:
@@ -84,13 +84,15 @@ def _patch_log_level(level: str) -> None:
 
 
 def _patch_single_xrange() -> None:
-    from scanstream import store
+    from scanstream.storage import events as store
+    from scanstream.storage.errors import store_errors
+    from scanstream.storage.replies import entries
 
     async def read_if_exists(
         self: store.EventStore, scan_id: str, after: str | None
     ) -> list[Any] | None:
         key = self.keys.events(scan_id)
-        async with store.store_errors():
+        async with store_errors():
             raw = await self.redis.xrange(key, after or "-", "+")
         if not raw:
             return None  # the stream is gone: it always holds at least scan.requested
@@ -98,7 +100,7 @@ def _patch_single_xrange() -> None:
             first = raw[0][0]
             if (first.decode() if isinstance(first, bytes) else first) == after:
                 raw = raw[1:]
-        return [store.ev.decode_entry(entry_id, fields) for entry_id, fields in raw]
+        return entries(raw)
 
     store.EventStore.read_if_exists = read_if_exists  # type: ignore[method-assign]
 
@@ -132,20 +134,20 @@ def _patch_legacy_client() -> None:
     connections") and redis-py's default retries (10, with backoff), for a before/after."""
     from redis.asyncio import Redis
 
-    from scanstream import redis_conn
+    from scanstream.storage import connection
 
     def client(url: str, *, max_connections: int = 64) -> Redis:
         return Redis.from_url(
             url,
             decode_responses=False,
-            socket_connect_timeout=redis_conn.CONNECT_TIMEOUT_S,
+            socket_connect_timeout=connection.CONNECT_TIMEOUT_S,
             socket_timeout=None,
             socket_keepalive=True,
             health_check_interval=30,
             max_connections=max_connections,
         )
 
-    redis_conn.client = client  # type: ignore[assignment]
+    connection.client = client  # type: ignore[assignment]
 
 
 def main(argv: list[str]) -> int:

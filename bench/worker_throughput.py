@@ -1,7 +1,7 @@
 """Benchmark 3: no-op strategy jobs per second through ONE worker process.
 
 Scans of 14 no-op strategies are created up front straight through the store and
-`jobs.enqueue_into` on pipelines (fast), then one `scanstream worker --concurrency N`
+`JobQueue.enqueue_into` on pipelines (fast), then one `scanstream worker --concurrency N`
 starts. Jobs/s counts from the first job taken (the group's last-delivered-id moves)
 until every entry was delivered and the group's pending list is empty (XINFO GROUPS,
 polled). Then every scan is checked: completed, exactly one terminal event, 14
@@ -9,7 +9,7 @@ strategy.completed.
 
 Tried at several N; the best and the recommended (the smallest N within 5% of the
 best) are reported. At the recommended N, redis-py client variants are measured too
-(bench.variant patches `scanstream.redis_conn.client` inside the worker process).
+(bench.variant patches `scanstream.storage.connection.client` inside the worker process).
 
 Baseline in the same run: bench.bare_consumer --mode drain (XREADGROUP COUNT 100, XACK
 the batch, no events written) on the same number of jobs, measured the same way.
@@ -41,7 +41,7 @@ from bench.harness import (
 )
 from bench.noop_strategies import NAMES
 from scanstream.events import TERMINAL_TYPES
-from scanstream.keys import JOB_GROUP, Keys
+from scanstream.storage.keys import JOB_GROUP, Keys
 
 NAME = "worker_throughput"
 TIMEOUT_S = 180.0
@@ -69,15 +69,17 @@ VARIANTS: dict[str, list[str]] = {
 async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]:
     """`scans` scans of the 14 no-ops and their jobs; (scan ids, the last job's id)."""
     from scanstream import events as ev
-    from scanstream import jobs, redis_conn
     from scanstream.ids import new_scan_id
-    from scanstream.store import EventStore
+    from scanstream.storage import connection
+    from scanstream.storage.events import EventStore
+    from scanstream.storage.jobs import JobQueue
 
-    r = redis_conn.client(url, max_connections=128)
+    r = connection.client(url, max_connections=128)
     try:
         keys = Keys(prefix)
         store = EventStore(r, keys, retention_s=3600)
-        await jobs.ensure_group(r, keys)
+        queue = JobQueue(r, keys)
+        await queue.ensure_group()
         ids = [new_scan_id() for _ in range(scans)]
         for i in range(0, scans, 100):
             chunk = ids[i : i + 100]
@@ -92,7 +94,7 @@ async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]
             )
             pipe = r.pipeline(transaction=False)
             for scan_id in chunk:
-                jobs.enqueue_into(pipe, keys, scan_id, NAMES)
+                queue.enqueue_into(pipe, scan_id, NAMES)
             await pipe.execute()
         last = await r.xrevrange(keys.jobs, "+", "-", count=1)
         return ids, last[0][0].decode()

@@ -6,13 +6,13 @@ removing consumers that are gone.
   its jobs: no scan stays `running` or `queued` for ever. The set is written when the
   scan is created (`EventStore.create_scan`), so no API change is needed to register it.
 - The running set itself: a scan that ended leaves it by the next round
-  (`EventStore.forget_ended_scans`), even when the removal that follows its end was lost.
-- Trimming: acknowledged job entries are dropped (lua/trim_jobs.lua), never a pending or
+  (`RunningScans.forget_ended`), even when the removal that follows its end was lost.
+- Trimming: acknowledged job entries are dropped (`Upkeep.trim`), never a pending or
   undelivered one. Scan streams are never trimmed: they expire whole, after they end.
 - Consumers with no pending job that have not read for `consumer_expiry_s` are removed
-  (lua/prune_consumers.lua); one that still owns a job never is.
+  (`Upkeep.prune_consumers`); one that still owns a job never is.
 
-A round takes the `keys.reaper_lock` for one interval (SET NX PX), so however many
+A round takes the reaper lock for one interval (`Upkeep.take_round`), so however many
 workers run, the sweep happens about once per interval. Every step is idempotent and
 atomic on its own, so two workers sweeping at once (a lock that expired early) is
 harmless.
@@ -24,14 +24,12 @@ import logging
 from dataclasses import dataclass
 
 import anyio
-from redis.asyncio import Redis
 
 from consumers import metrics
-from scanstream import jobs
 from scanstream.errors import StoreUnavailable
-from scanstream.keys import JOB_GROUP
 from scanstream.settings import Settings
-from scanstream.store import EventStore, store_errors
+from scanstream.storage.connection import Storage
+from scanstream.storage.keys import JOB_GROUP
 
 log = logging.getLogger("scanstream.reaper")
 OVERDUE_BATCH = 100
@@ -48,10 +46,11 @@ class RoundReport:
 
 
 class Reaper:
-    def __init__(self, redis: Redis, store: EventStore, settings: Settings, name: str) -> None:
-        self.redis = redis
-        self.store = store
-        self.keys = store.keys
+    def __init__(self, storage: Storage, settings: Settings, name: str) -> None:
+        self.store = storage.events
+        self.running = storage.running
+        self.upkeep = storage.upkeep
+        self.job_info = storage.job_info
         self.settings = settings
         self.name = name
 
@@ -67,19 +66,16 @@ class Reaper:
 
     async def _take_round(self) -> bool:
         ttl_ms = max(1, int(self.settings.reap_interval_s * 1000 * 0.9))
-        async with store_errors():
-            return bool(await self.redis.set(self.keys.reaper_lock, self.name, nx=True, px=ttl_ms))
+        return await self.upkeep.take_round(self.name, ttl_ms)
 
     async def sweep(self) -> RoundReport:
         """One round of every upkeep step."""
         ended, forgotten = await self.end_overdue_scans()
-        forgotten += await self.store.forget_ended_scans()
-        trimmed = await jobs.trim(self.redis, self.keys)
+        forgotten += await self.running.forget_ended()
+        trimmed = await self.upkeep.trim()
         if trimmed:
             metrics.TRIMMED.inc(trimmed)
-        pruned = await jobs.prune_consumers(
-            self.redis, self.keys, int(self.settings.consumer_expiry_s * 1000)
-        )
+        pruned = await self.upkeep.prune_consumers(int(self.settings.consumer_expiry_s * 1000))
         if pruned:
             metrics.CONSUMERS_PRUNED.inc(len(pruned))
             log.info(
@@ -94,7 +90,7 @@ class Reaper:
         ended: list[tuple[str, str]] = []
         forgotten = 0
         for _ in range(MAX_BATCHES):
-            overdue = await self.store.overdue_scans(self.settings.scan_deadline_s, OVERDUE_BATCH)
+            overdue = await self.running.overdue(self.settings.scan_deadline_s, OVERDUE_BATCH)
             for scan_id in overdue:
                 status, terminal = await self.store.end_overdue_scan(scan_id)
                 if status == "ok":
@@ -113,7 +109,7 @@ class Reaper:
         return ended, forgotten
 
     async def _gauges(self) -> None:
-        info = await jobs.stream_info(self.redis, self.keys, lag_cap=LAG_GAUGE_CAP)
+        info = await self.job_info.stream_info(lag_cap=LAG_GAUGE_CAP)
         for group in info.groups:
             if group.name == JOB_GROUP:
                 metrics.PENDING.set(group.pending)

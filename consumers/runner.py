@@ -37,9 +37,9 @@ from consumers.context import Pairs
 from consumers.isolation import AttemptResult, AttemptSpec, Executor
 from scanstream import events as ev
 from scanstream.errors import StoreUnavailable
-from scanstream.jobs import Job
 from scanstream.settings import Settings
-from scanstream.store import EventStore, WriteOutcome, new_write_token
+from scanstream.storage.events import EventStore, WriteOutcome, new_write_token
+from scanstream.storage.jobs import Job
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")

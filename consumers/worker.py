@@ -19,22 +19,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from consumers import metrics
 from consumers.isolation import executor_for
-from consumers.leases import Leases, job_from_entry
 from consumers.reaper import Reaper
 from consumers.runner import JobRunner, Run
 from scanstream import events as ev
-from scanstream import jobs as job_stream
 from scanstream.errors import StoreUnavailable
-from scanstream.jobs import Job, ensure_group
-from scanstream.keys import JOB_GROUP, Keys
-from scanstream.redis_conn import client, text
 from scanstream.settings import Settings
-from scanstream.store import EventStore, store_errors
+from scanstream.storage.connection import Storage
+from scanstream.storage.jobs import GroupMissing, Job
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")
@@ -64,13 +58,15 @@ class Worker:
         if not settings.redis_url:
             raise ValueError("the worker needs settings.redis_url")
         self.settings = settings
-        self.keys = Keys(settings.prefix)
         self.concurrency = max(1, concurrency)
         self.name = name or consumer_name()
-        self.redis: Redis = client(settings.redis_url, max_connections=self.concurrency + 16)
-        self.blocking: Redis = client(settings.redis_url, max_connections=2)
-        self.store = EventStore(self.redis, self.keys, retention_s=settings.retention_s)
-        self.leases = Leases(self.redis, self.keys, self.name)
+        # Job reads block: they get a client of their own beside the hot pool.
+        self.storage = Storage.connect(
+            settings, max_connections=self.concurrency + 16, blocking_reads=True
+        )
+        self.store = self.storage.events
+        self.jobs = self.storage.jobs
+        self.claims = self.storage.claims(self.name)
         self.executor = executor_for(settings, market_factory, concurrency=self.concurrency)
         self.runner = JobRunner(
             store=self.store,
@@ -81,7 +77,7 @@ class Worker:
             on_dead_letter=self._dead_letter,
             still_owned=self._still_owned,
         )
-        self.reaper = Reaper(self.redis, self.store, settings, self.name)
+        self.reaper = Reaper(self.storage, settings, self.name)
         self.inflight: dict[str, Run] = {}
         self._slot_freed = anyio.Event()
         self._slots_wanted = 1  # free slots that wake `_wait_for_slot`
@@ -110,8 +106,7 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self.executor.aclose()
                 await self._flush_acks()
-                await self.redis.aclose()
-                await self.blocking.aclose()
+                await self.storage.aclose()
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking jobs; let running ones finish within `grace_s`; leave the rest pending
@@ -144,39 +139,28 @@ class Worker:
                     break
                 free = self.concurrency - len(self.inflight)
             try:
-                async with store_errors():
-                    reply = await self.blocking.xreadgroup(
-                        JOB_GROUP,
-                        self.name,
-                        {self.keys.jobs: position},
-                        count=free,
-                        block=READ_BLOCK_MS if position == ">" else None,
-                    )
+                delivered = await self.jobs.read(
+                    self.name,
+                    free,
+                    position=position,
+                    block_ms=READ_BLOCK_MS if position == ">" else None,
+                )
             except StoreUnavailable as exc:
                 metrics.REDIS_ERRORS.labels("read").inc()
                 position = "0"
                 await backoff.wait(exc)
                 continue
-            except redis_errors.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis lost its data (no AOF): recreate the group
-                    await self._ensure_group_with_retry()
-                    continue
-                raise
+            except GroupMissing:  # Redis lost its data (no AOF): recreate the group
+                await self._ensure_group_with_retry()
+                continue
             backoff.reset()
-            streams: Any = reply or []
-            for _stream, entries in streams:
-                for entry_id, fields in entries:
-                    if text(entry_id) not in self.inflight:
-                        self._start(entry_id, fields)
+            for job_id, job in delivered:
+                if job_id not in self.inflight:
+                    self._start(job_id, job)
             if position != ">":  # page through our pending jobs, then back to new ones
-                seen = [entry_id for _, entries in streams for entry_id, _ in entries]
-                position = text(seen[-1]) if seen else ">"
+                position = delivered[-1][0] if delivered else ">"
 
-    def _start(
-        self, entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1
-    ) -> None:
-        job = job_from_entry(entry_id, fields, deliveries)
-        job_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    def _start(self, job_id: str, job: Job | None) -> None:
         if job is None:
             metrics.UNUSABLE_JOBS.labels("no scan").inc()
             log.warning("job without a usable body acknowledged", extra={"job_id": job_id})
@@ -204,7 +188,7 @@ class Worker:
             await anyio.sleep(self.settings.heartbeat_ms / 1000)
             ids = list(self.inflight)
             try:
-                lost = await self.leases.refresh(ids)
+                lost = await self.claims.refresh(ids)
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("heartbeat").inc()
                 continue
@@ -233,7 +217,7 @@ class Worker:
             if free <= 0 or self._draining:
                 continue
             try:
-                jobs, dead = await self.leases.reclaim(self.settings.claim_idle_ms, free)
+                jobs, dead = await self.claims.reclaim(self.settings.claim_idle_ms, free)
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("reclaim").inc()
                 continue
@@ -287,7 +271,7 @@ class Worker:
 
     async def _still_owned(self, job: Job) -> bool:
         """An owner-checked claim refresh of one job (also resets its idle time)."""
-        return job.entry_id not in await self.leases.refresh([job.entry_id])
+        return job.entry_id not in await self.claims.refresh([job.entry_id])
 
     # -- acknowledgements and dead letters --------------------------------------------
 
@@ -306,8 +290,7 @@ class Worker:
         while self._acks:
             batch = self._acks[:]
             try:
-                async with store_errors():
-                    await self.redis.xack(self.keys.jobs, JOB_GROUP, *batch)
+                await self.jobs.ack(batch)
             except StoreUnavailable as exc:
                 metrics.REDIS_ERRORS.labels("ack").inc()
                 await backoff.wait(exc)
@@ -315,9 +298,7 @@ class Worker:
             del self._acks[: len(batch)]
 
     async def _dead_letter(self, job: Job, attempts: int, error: ev.ErrorInfo) -> None:
-        await job_stream.add_dead_letter(
-            self.redis,
-            self.keys,
+        await self.storage.dead_letters.add(
             {
                 "job_id": job.entry_id,
                 "scan_id": job.scan_id,
@@ -352,7 +333,7 @@ class Worker:
 
     async def _check_eviction_policy(self) -> None:
         try:
-            policy = await self.store.eviction_policy()
+            policy = await self.storage.eviction_policy()
         except StoreUnavailable:
             return
         if policy not in (None, "noeviction"):
@@ -367,7 +348,7 @@ class Worker:
         backoff = _Backoff()
         while True:
             try:
-                await ensure_group(self.redis, self.keys)
+                await self.jobs.ensure_group()
                 return
             except StoreUnavailable as exc:
                 await backoff.wait(exc)

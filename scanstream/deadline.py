@@ -1,6 +1,6 @@
 """One deadline on the Redis work of one request.
 
-The clients run with no per-read socket timeout (see `redis_conn`): redis-py would wrap
+The clients run with no per-read socket timeout (see `storage/connection.py`): redis-py would wrap
 every reply read in a timer of its own, which cost ~40% of pipelined throughput. A Redis
 that stops answering (frozen by a long fork, SIGSTOP, a network partition) would then hold
 a request for ever. So each request bounds its Redis work as a whole instead: one scope

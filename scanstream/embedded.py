@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanstream.errors import ConfigError
+from scanstream.storage.connection import answers_ping
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _PROC = Path("/proc/self").exists()  # Linux: process facts from /proc, elsewhere from ps
@@ -117,7 +118,7 @@ class RedisProcess:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise ConfigError(f"redis-server exited with {self.process.returncode}: {tail}")
-            if self._answers_ping():
+            if answers_ping(self.port):
                 return self
             time.sleep(0.02)
         self.stop()
@@ -140,14 +141,6 @@ class RedisProcess:
         if _alive(pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-
-    def _answers_ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful shutdown (SIGTERM lets Redis flush its AOF)."""

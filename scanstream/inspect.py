@@ -25,24 +25,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from redis.asyncio import Redis
 
-from scanstream import jobs
 from scanstream.errors import ScanstreamError
 from scanstream.events import wall_ms
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import Storage
+from scanstream.storage.dead_letters import DeadLetter
+from scanstream.storage.job_info import JobStreamInfo, PendingJob
 
 Command = Callable[["Ctx", argparse.Namespace], Awaitable[int]]
 
 
 @dataclasses.dataclass
 class Ctx:
-    redis: Redis
-    keys: Keys
-    store: EventStore
+    storage: Storage
     settings: Settings
     json: bool
 
@@ -128,32 +124,25 @@ def main(argv: list[str]) -> int:
 
 
 async def _run(settings: Settings, url: str, args: argparse.Namespace) -> int:
-    redis = client(url, max_connections=4)
-    keys = Keys(settings.prefix)
-    ctx = Ctx(
-        redis,
-        keys,
-        EventStore(redis, keys, retention_s=settings.retention_s),
-        settings,
-        getattr(args, "json", False),
-    )
+    storage = Storage.connect(settings, url=url, max_connections=4)
+    ctx = Ctx(storage, settings, getattr(args, "json", False))
     try:
         return await COMMANDS[args.what or "overview"](ctx, args)
     finally:
-        await redis.aclose()
+        await storage.aclose()
 
 
 # -- commands -----------------------------------------------------------------------------
 
 
 async def _overview(ctx: Ctx, args: argparse.Namespace) -> int:
-    info = await jobs.stream_info(ctx.redis, ctx.keys)
-    pending = await jobs.pending_jobs(ctx.redis, ctx.keys, 20)
-    letters = await jobs.dead_letters(ctx.redis, ctx.keys, 20)
-    letter_count = await jobs.dead_letter_count(ctx.redis, ctx.keys)
-    running = await ctx.store.running_scans(50)
+    info = await ctx.storage.job_info.stream_info()
+    pending = await ctx.storage.job_info.pending_jobs(20)
+    letters = await ctx.storage.dead_letters.newest(20)
+    letter_count = await ctx.storage.dead_letters.count()
+    running = await ctx.storage.running.scans(50)
     payload = {
-        "prefix": ctx.keys.prefix,
+        "prefix": ctx.storage.keys.prefix,
         "job_stream": info,
         "pending": pending,
         "dead_letters": {"count": letter_count, "newest": letters},
@@ -171,26 +160,26 @@ async def _overview(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _groups(ctx: Ctx, args: argparse.Namespace) -> int:
-    info = await jobs.stream_info(ctx.redis, ctx.keys)
+    info = await ctx.storage.job_info.stream_info()
     ctx.emit(info, lambda: _render_groups(info))
     return 0
 
 
 async def _pending(ctx: Ctx, args: argparse.Namespace) -> int:
-    rows = await jobs.pending_jobs(ctx.redis, ctx.keys, args.limit)
+    rows = await ctx.storage.job_info.pending_jobs(args.limit)
     ctx.emit({"pending": rows}, lambda: _render_pending(rows))
     return 0
 
 
 async def _dead_letters(ctx: Ctx, args: argparse.Namespace) -> int:
-    rows = await jobs.dead_letters(ctx.redis, ctx.keys, args.limit)
-    count = await jobs.dead_letter_count(ctx.redis, ctx.keys)
+    rows = await ctx.storage.dead_letters.newest(args.limit)
+    count = await ctx.storage.dead_letters.count()
     ctx.emit({"count": count, "dead_letters": rows}, lambda: _render_letters(rows, count))
     return 0
 
 
 async def _running(ctx: Ctx, args: argparse.Namespace) -> int:
-    rows = await ctx.store.running_scans(args.limit)
+    rows = await ctx.storage.running.scans(args.limit)
     ctx.emit(
         {"running_scans": [_running_row(ctx, r) for r in rows]}, lambda: _render_running(ctx, rows)
     )
@@ -198,7 +187,8 @@ async def _running(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _redrive(ctx: Ctx, args: argparse.Namespace) -> int:
-    results = await jobs.redrive(ctx.redis, ctx.keys, ctx.store, None if args.all else args.ids)
+    letters = ctx.storage.dead_letters
+    results = await letters.redrive(ctx.storage.events, None if args.all else args.ids)
 
     def render() -> None:
         if not results:
@@ -212,14 +202,14 @@ async def _redrive(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _drop(ctx: Ctx, args: argparse.Namespace) -> int:
-    n = await jobs.drop_dead_letters(ctx.redis, ctx.keys, None if args.all else args.ids)
+    n = await ctx.storage.dead_letters.drop(None if args.all else args.ids)
     ctx.emit({"dropped": n}, lambda: print(f"dropped {n} dead letters"))
     return 0
 
 
 async def _prune(ctx: Ctx, args: argparse.Namespace) -> int:
     idle_s = ctx.settings.consumer_expiry_s if args.idle is None else args.idle
-    removed = await jobs.prune_consumers(ctx.redis, ctx.keys, int(idle_s * 1000))
+    removed = await ctx.storage.upkeep.prune_consumers(int(idle_s * 1000))
     ctx.emit(
         {"removed": removed},
         lambda: print(
@@ -230,7 +220,7 @@ async def _prune(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _trim(ctx: Ctx, args: argparse.Namespace) -> int:
-    n = await jobs.trim(ctx.redis, ctx.keys)
+    n = await ctx.storage.upkeep.trim()
     ctx.emit({"trimmed": n}, lambda: print(f"trimmed {n} acknowledged job entries"))
     return 0
 
@@ -285,7 +275,7 @@ def _secs(ms: int) -> str:
     return f"{ms / 1000:.1f}s"
 
 
-def _render_groups(info: jobs.JobStreamInfo) -> None:
+def _render_groups(info: JobStreamInfo) -> None:
     table = _table(
         f"job stream: {info.length} entries",
         ["group", "consumers", "pending", "lag", "last delivered"],
@@ -300,7 +290,7 @@ def _render_groups(info: jobs.JobStreamInfo) -> None:
     _print(consumers)
 
 
-def _render_pending(rows: list[jobs.PendingJob]) -> None:
+def _render_pending(rows: list[PendingJob]) -> None:
     table = _table(
         f"pending jobs: {len(rows)} shown",
         ["job", "owner", "idle", "deliveries", "scan", "strategy"],
@@ -317,7 +307,7 @@ def _render_pending(rows: list[jobs.PendingJob]) -> None:
     _print(table)
 
 
-def _render_letters(rows: list[jobs.DeadLetter], count: int) -> None:
+def _render_letters(rows: list[DeadLetter], count: int) -> None:
     table = _table(
         f"dead letters: {count} (newest {len(rows)} shown)",
         ["id", "scan", "strategy", "attempts", "error", "when"],

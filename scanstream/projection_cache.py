@@ -28,7 +28,7 @@ import msgspec
 from scanstream import projection, render
 from scanstream.ids import stream_id_key
 from scanstream.projection import ScanView
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 
 DEFAULT_SIZE = 10_000
 _encode = msgspec.json.Encoder().encode

@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from scanstream import events as ev
-from scanstream import jobs, projection
+from scanstream import projection
 from scanstream.deadline import Deadline
 from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
 from scanstream.events import LogEntry, ScanCancelRequested, ScanRequested
 from scanstream.ids import is_scan_id, new_scan_id, scan_created_ms
-from scanstream.keys import Keys
 from scanstream.projection import ScanView
 from scanstream.projection_cache import ProjectionCache
-from scanstream.scan_index import ScanIndex
-from scanstream.store import EventStore, store_errors
+from scanstream.storage.events import EventStore
+from scanstream.storage.index import ScanIndex
+from scanstream.storage.jobs import JobQueue
 
 if TYPE_CHECKING:  # the fan-out imports this module (sse.message uses log_event)
     from scanstream.live.fanout import Fanout
@@ -80,7 +80,7 @@ class ScanService:
         store: EventStore,
         cache: ProjectionCache,
         index: ScanIndex,
-        keys: Keys,
+        jobs: JobQueue,
         strategies: Sequence[str],
         validate_params: ParamsValidator,
         deadline: Deadline | None = None,
@@ -89,7 +89,7 @@ class ScanService:
         self.store = store
         self.cache = cache
         self.index = index
-        self.keys = keys
+        self.jobs = jobs
         self.strategies = tuple(strategies)
         self.validate_params = validate_params
         self.deadline = deadline or Deadline(0)
@@ -100,7 +100,7 @@ class ScanService:
         """Create the job group (once). A store failure is left for the first scan to retry."""
         try:
             with self.deadline():
-                await jobs.ensure_group(self.store.redis, self.keys)
+                await self.jobs.ensure_group()
             self._group_ready = True
         except StoreUnavailable:
             self._group_ready = False
@@ -306,11 +306,7 @@ class ScanService:
         """List the scan for its user and queue one job per strategy: one round trip."""
         if not self._group_ready:
             await self.prepare()
-        async with store_errors():
-            pipe = self.store.redis.pipeline(transaction=False)
-            self.index.add_into(pipe, user_id, scan_id, ev.wall_ms())
-            jobs.enqueue_into(pipe, self.keys, scan_id, names)
-            await pipe.execute()
+        await self.jobs.enqueue(scan_id, names, listing=self.index.listing(user_id, scan_id))
 
     def _resolve(self, requested: list[str] | None) -> list[str]:
         if requested is None:

@@ -13,10 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from scanstream.embedded import RedisProcess
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import Storage, client
+from scanstream.storage.events import EventStore
 
 SECRET = "test-secret-not-for-production"
 
@@ -63,8 +62,14 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def store(redis: Redis, settings: Settings) -> EventStore:
-    return EventStore(redis, Keys(settings.prefix), retention_s=settings.retention_s)
+def storage(redis: Redis, settings: Settings) -> Storage:
+    """The storage layer on the test's client and prefix."""
+    return Storage(redis, settings)
+
+
+@pytest.fixture
+def store(storage: Storage) -> EventStore:
+    return storage.events
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from redis.asyncio.connection import AbstractConnection
 from scanstream.api import create_app
 from scanstream.events import TERMINAL_TYPES
 from scanstream.ids import new_scan_id
-from scanstream.keys import Keys
 from scanstream.settings import Settings
-from scanstream.store import EventStore, digest
+from scanstream.storage.events import EventStore
+from scanstream.storage.index import digest
+from scanstream.storage.keys import Keys
 from tests.support import api_events as scans
 from tests.support.api_events import auth
 from tests.support.http import serve

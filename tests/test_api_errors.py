@@ -19,8 +19,8 @@ from scanstream.api import app_from_env, create_app, make_token
 from scanstream.embedded import RedisProcess
 from scanstream.errors import ConfigError
 from scanstream.ids import new_scan_id
-from scanstream.keys import JOB_GROUP, Keys
 from scanstream.settings import Settings
+from scanstream.storage.keys import JOB_GROUP, Keys
 from tests.support.api_events import auth
 from tests.support.http import serve
 

@@ -10,12 +10,13 @@ import pytest
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.batcher import PipelineBatcher
 from scanstream.embedded import free_port
 from scanstream.errors import StoreUnavailable
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
-from scanstream.store import EventStore
+from scanstream.storage.batcher import PipelineBatcher
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
+from scanstream.storage.running import RunningScans
 from tests.support.scans import start_scan
 
 pytestmark = pytest.mark.anyio
@@ -159,4 +160,5 @@ async def test_fenced_writes_batched_together_keep_their_outcomes(store: EventSt
     assert (noop.terminal, finder.terminal) == (None, "scan.completed")
     entries = await store.read(scan_id)
     assert [e.type for e in entries if e.type in ev.TERMINAL_TYPES] == ["scan.completed"]
-    assert scan_id not in {s.scan_id for s in await store.running_scans()}
+    running = RunningScans(store.redis, store.keys)
+    assert scan_id not in {s.scan_id for s in await running.scans()}

@@ -31,10 +31,10 @@ from hypothesis.stateful import (
 
 from scanstream import events as ev
 from scanstream.embedded import RedisProcess
-from scanstream.keys import Keys
 from scanstream.projection import ScanView, fold_all
-from scanstream.redis_conn import client
-from scanstream.store import EventStore, WriteOutcome
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore, WriteOutcome
+from scanstream.storage.keys import Keys
 from tests.support.scans import start_scan
 
 T = TypeVar("T")

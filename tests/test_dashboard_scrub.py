@@ -26,7 +26,7 @@ from scanstream.events import LogEntry, ts_ms
 from scanstream.projection import fold_all
 from scanstream.render import results_of, status_of
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from tests.support.browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.http import serve
 from tests.support.sse import bearer, read_log, token, worker_running

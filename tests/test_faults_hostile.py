@@ -11,7 +11,7 @@ import pytest
 from scanstream.api.auth import make_token
 from scanstream.render import results_of, status_of
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from tests.conftest import SECRET
 from tests.support.faults import (
     assert_log_is_sound,

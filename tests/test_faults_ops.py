@@ -15,18 +15,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.leases import Leases
 from consumers.reaper import Reaper
 from consumers.runner import LOST_ATTEMPTS_FACTOR
 from scanstream import events as ev
-from scanstream import jobs
 from scanstream.embedded import RedisProcess, free_port
 from scanstream.errors import ConfigError
 from scanstream.ids import new_scan_id
-from scanstream.keys import JOB_GROUP
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import Storage, client
+from scanstream.storage.events import EventStore
+from scanstream.storage.jobs import job_fields
+from scanstream.storage.keys import JOB_GROUP
 from scanstream.strategies.api import Strategy
 from tests.support import strategies as ts
 from tests.support.faults import (
@@ -97,16 +96,18 @@ async def _trimmed(store: EventStore) -> bool:
     return int(await store.redis.xlen(store.keys.jobs)) == 0
 
 
-async def test_a_running_scan_never_expires_and_an_ended_one_does(store: EventStore) -> None:
+async def test_a_running_scan_never_expires_and_an_ended_one_does(
+    storage: Storage, store: EventStore
+) -> None:
     """Given a running scan, its keys have no TTL; once it ends, all of them get one."""
     scan_id = await start_scan(store, ["noop"])
     k = store.keys.scan(scan_id)
     assert await store.redis.ttl(k.events) == -1 and await store.redis.ttl(k.fence) == -1
-    assert [r.scan_id for r in await store.running_scans()] == [scan_id]
+    assert [r.scan_id for r in await storage.running.scans()] == [scan_id]
     status, terminal = await store.end_overdue_scan(scan_id)
     assert (status, terminal) == ("ok", "scan.failed")
     assert await store.redis.ttl(k.events) > 0 and await store.redis.ttl(k.fence) > 0
-    assert await store.running_scans() == []
+    assert await storage.running.scans() == []
     assert await store.end_overdue_scan(scan_id) == ("ended", "scan.failed")
 
 
@@ -120,37 +121,39 @@ def test_the_scan_deadline_must_be_positive() -> None:
 # -- the job stream -----------------------------------------------------------------------
 
 
-async def test_trimming_keeps_every_pending_and_undelivered_job(store: EventStore) -> None:
+async def test_trimming_keeps_every_pending_and_undelivered_job(
+    storage: Storage, store: EventStore
+) -> None:
     """Given acknowledged, pending and undelivered jobs, trimming drops only acknowledged
     ones below the oldest pending id, never a pending or undelivered one."""
     r, keys = store.redis, store.keys
-    await jobs.ensure_group(r, keys)
+    await storage.jobs.ensure_group()
     ids = [(await r.xadd(keys.jobs, {"n": str(i)})).decode() for i in range(5)]
     await r.xreadgroup(JOB_GROUP, "c", {keys.jobs: ">"}, count=4)  # 0..3 delivered, 4 not
     await r.xack(keys.jobs, JOB_GROUP, ids[0], ids[2], ids[3])  # 1 stays pending
-    assert await jobs.trim(r, keys) == 1  # only 0: 2 and 3 are above the pending 1
+    assert await storage.upkeep.trim() == 1  # only 0: 2 and 3 are above the pending 1
     assert [i.decode() for i, _ in await r.xrange(keys.jobs)] == ids[1:]
     await r.xack(keys.jobs, JOB_GROUP, ids[1])
-    assert await jobs.trim(r, keys) == 3  # 1..3; 4 was never delivered
+    assert await storage.upkeep.trim() == 3  # 1..3; 4 was never delivered
     assert [i.decode() for i, _ in await r.xrange(keys.jobs)] == ids[4:]
     await r.xreadgroup(JOB_GROUP, "c", {keys.jobs: ">"})
-    assert await jobs.trim(r, keys) == 0  # 4 is pending now
+    assert await storage.upkeep.trim() == 0  # 4 is pending now
     assert await _pending(store) == 1
 
 
 async def test_a_pending_job_whose_body_was_deleted_is_acknowledged_not_stuck(
-    settings: Settings, store: EventStore
+    storage: Storage, store: EventStore
 ) -> None:
     """Given three jobs taken by a consumer that died, one deleted meanwhile, a reclaim
     runs the two others and acknowledges the deleted one (Redis 6.2 replies nil for it)."""
     r, keys = store.redis, store.keys
-    await jobs.ensure_group(r, keys)
+    await storage.jobs.ensure_group()
     for name in ("a", "b", "c"):
-        await r.xadd(keys.jobs, jobs.job_fields("scan_" + "0" * 32, name))
+        await r.xadd(keys.jobs, job_fields("scan_" + "0" * 32, name))
     taken = await r.xreadgroup(JOB_GROUP, "ghost", {keys.jobs: ">"}, count=3)
     first = taken[0][1][0][0].decode()
     await r.xdel(keys.jobs, first)
-    claimed, deleted = await Leases(r, keys, "heir").reclaim(min_idle_ms=0, count=10)
+    claimed, deleted = await storage.claims("heir").reclaim(min_idle_ms=0, count=10)
     assert deleted == [first]
     assert [j.strategy for j in claimed] == ["b", "c"]
     assert all(j.deliveries == 2 for j in claimed)
@@ -158,23 +161,25 @@ async def test_a_pending_job_whose_body_was_deleted_is_acknowledged_not_stuck(
     assert [(x["consumer"], x["times_delivered"]) for x in rows] == [(b"heir", 2), (b"heir", 2)]
 
 
-async def test_only_consumers_without_pending_jobs_are_removed(store: EventStore) -> None:
+async def test_only_consumers_without_pending_jobs_are_removed(
+    storage: Storage, store: EventStore
+) -> None:
     """Given a gone consumer owning a job and one owning none, pruning removes only the
     second, and the first's job can still be reclaimed."""
     r, keys = store.redis, store.keys
-    await jobs.ensure_group(r, keys)
-    await r.xadd(keys.jobs, jobs.job_fields("scan_" + "0" * 32, "a"))
+    await storage.jobs.ensure_group()
+    await r.xadd(keys.jobs, job_fields("scan_" + "0" * 32, "a"))
     await r.xreadgroup(JOB_GROUP, "owner", {keys.jobs: ">"})
     await r.xgroup_createconsumer(keys.jobs, JOB_GROUP, "idle")
-    assert await jobs.prune_consumers(r, keys, min_idle_ms=0) == ["idle"]
+    assert await storage.upkeep.prune_consumers(min_idle_ms=0) == ["idle"]
     assert [c["name"] for c in await r.xinfo_consumers(keys.jobs, JOB_GROUP)] == [b"owner"]
-    claimed, _ = await Leases(r, keys, "heir").reclaim(min_idle_ms=0, count=10)
+    claimed, _ = await storage.claims("heir").reclaim(min_idle_ms=0, count=10)
     assert [j.strategy for j in claimed] == ["a"]
-    assert await jobs.prune_consumers(r, keys, min_idle_ms=60_000) == []
+    assert await storage.upkeep.prune_consumers(min_idle_ms=60_000) == []
 
 
 async def test_an_ended_scan_leaves_the_running_set_by_the_next_sweep(
-    settings: Settings, store: EventStore
+    settings: Settings, storage: Storage, store: EventStore
 ) -> None:
     """Given ended scans still in the running set (the removal after their end was lost),
     a stale entry with no scan behind it, a just-created one and a running scan, one
@@ -189,19 +194,19 @@ async def test_an_ended_scan_leaves_the_running_set_by_the_next_sweep(
         store.keys.running_scans, {**dict.fromkeys(ended, hour_ago), stale: hour_ago}
     )
     await store.redis.zadd(store.keys.running_scans, {young: ev.wall_ms()})
-    reaper = Reaper(store.redis, store, settings, "r")
+    reaper = Reaper(storage, settings, "r")
     report = await reaper.sweep()
-    left = {r.scan_id for r in await store.running_scans()}
+    left = {r.scan_id for r in await storage.running.scans()}
     assert left == {running, young}
     assert report.forgotten == 4 and report.ended == []
 
 
 async def test_one_reaper_round_per_interval_across_workers(
-    settings: Settings, store: EventStore
+    settings: Settings, storage: Storage
 ) -> None:
     """Given two reapers, only one of them takes a round's lock."""
-    a = Reaper(store.redis, store, settings.with_(reap_interval_s=5), "a")
-    b = Reaper(store.redis, store, settings.with_(reap_interval_s=5), "b")
+    a = Reaper(storage, settings.with_(reap_interval_s=5), "a")
+    b = Reaper(storage, settings.with_(reap_interval_s=5), "b")
     assert [await a._take_round(), await b._take_round()] == [True, False]
 
 
@@ -209,7 +214,7 @@ async def test_one_reaper_round_per_interval_across_workers(
 
 
 async def test_a_job_whose_attempts_all_died_is_failed_for_good(
-    settings: Settings, store: EventStore
+    settings: Settings, storage: Storage, store: EventStore
 ) -> None:
     """Given a strategy whose attempts all started and never finished (their workers died),
     up to twice max_attempts, the next delivery fails it for good without running it,
@@ -224,7 +229,7 @@ async def test_a_job_whose_attempts_all_died_is_failed_for_good(
     error = view.strategies["finder"].error
     assert error is not None and error.type == "WorkerLost"
     assert not view.opportunities
-    [letter] = await jobs.dead_letters(store.redis, store.keys)
+    [letter] = await storage.dead_letters.newest()
     assert (letter.strategy, letter.attempts, letter.error_type) == (
         "finder",
         cap + 1,
@@ -233,7 +238,7 @@ async def test_a_job_whose_attempts_all_died_is_failed_for_good(
 
 
 async def test_redrive_requeues_only_work_that_can_still_count(
-    settings: Settings, store: EventStore
+    settings: Settings, storage: Storage, store: EventStore
 ) -> None:
     """Given dead letters for an open strategy of a running scan, for a finished strategy,
     and for an ended scan, a re-drive queues the first (which then runs) and refuses the
@@ -259,9 +264,7 @@ async def test_redrive_requeues_only_work_that_can_still_count(
     letters = []
     for scan_id, strategy in ((open_scan, "finder"), (open_scan, "noop"), (ended_scan, "finder")):
         letters.append(
-            await jobs.add_dead_letter(
-                store.redis,
-                store.keys,
+            await storage.dead_letters.add(
                 {
                     "job_id": "0-1",
                     "scan_id": scan_id,
@@ -274,14 +277,14 @@ async def test_redrive_requeues_only_work_that_can_still_count(
                 },
             )
         )
-    results = await jobs.redrive(store.redis, store.keys, store, [*letters, "1-1"])
+    results = await storage.dead_letters.redrive(store, [*letters, "1-1"])
     assert [x.outcome for x in results] == ["requeued", "refused", "refused", "unknown"]
     assert "already completed" in results[1].detail and "ended" in results[2].detail
-    assert [d.id for d in await jobs.dead_letters(store.redis, store.keys)] == letters[1:]
+    assert [d.id for d in await storage.dead_letters.newest()] == letters[1:]
     async with workers_running(settings, TEST_STRATEGIES):
         view = await wait_until_ended(store, open_scan)
     assert view.state == "completed" and len(view.opportunities) == 3
-    again = await jobs.redrive(store.redis, store.keys, store, [letters[0]])
+    again = await storage.dead_letters.redrive(store, [letters[0]])
     assert [x.outcome for x in again] == ["unknown"]  # never re-driven twice
 
 
@@ -308,7 +311,9 @@ async def _failed_once(store: EventStore, scan_id: str) -> bool:
     return any(isinstance(e.event, ev.StrategyFailed) for e in await store.read(scan_id))
 
 
-async def test_time_limits_fail_a_strategy_for_good(settings: Settings, store: EventStore) -> None:
+async def test_time_limits_fail_a_strategy_for_good(
+    settings: Settings, storage: Storage, store: EventStore
+) -> None:
     """Given the default limit (SCANSTREAM_STRATEGY_TIMEOUT) and a strategy's own, an attempt
     running past its limit fails for good (`Timeout`), is dead-lettered, and the scan ends."""
     own = Strategy("quick_limit", "sleeps past its own 0.2 s limit", ts.sleeper.run, timeout_s=0.2)
@@ -322,28 +327,26 @@ async def test_time_limits_fail_a_strategy_for_good(settings: Settings, store: E
         assert strategy.state == "failed" and strategy.attempts == 1
         assert strategy.error is not None and strategy.error.type == "Timeout"
         assert limit in strategy.error.message
-    letters = await jobs.dead_letters(store.redis, store.keys)
+    letters = await storage.dead_letters.newest()
     assert sorted(d.strategy for d in letters) == ["quick_limit", "sleeper"]
 
 
 async def test_a_job_for_a_strategy_the_scan_does_not_have_changes_nothing(
-    settings: Settings, store: EventStore
+    settings: Settings, storage: Storage, store: EventStore
 ) -> None:
     """Given a hand-written job naming a strategy that is not part of the scan, it is
     acknowledged without a write, cannot end the scan early, and cannot be re-driven."""
     scan_id = await start_scan(store, ["finder"], enqueue=False)
-    await jobs.ensure_group(store.redis, store.keys)
-    await store.redis.xadd(store.keys.jobs, jobs.job_fields(scan_id, "noop"))
+    await storage.jobs.ensure_group()
+    await store.redis.xadd(store.keys.jobs, job_fields(scan_id, "noop"))
     assert (await store.start_strategy(scan_id, "noop", "w")).status == "missing"
-    letter = await jobs.add_dead_letter(
-        store.redis, store.keys, {"scan_id": scan_id, "strategy": "noop", "attempts": 1}
-    )
-    [refused] = await jobs.redrive(store.redis, store.keys, store, [letter])
+    letter = await storage.dead_letters.add({"scan_id": scan_id, "strategy": "noop", "attempts": 1})
+    [refused] = await storage.dead_letters.redrive(store, [letter])
     assert (refused.outcome, refused.detail) == ("refused", "the scan has no such strategy")
     async with workers_running(settings, TEST_STRATEGIES):
         await wait_for(lambda: _none_pending(store), 5, "the foreign job to be acknowledged")
         assert [e.type for e in await store.read(scan_id)] == ["scan.requested"]
-        await store.redis.xadd(store.keys.jobs, jobs.job_fields(scan_id, "finder"))
+        await store.redis.xadd(store.keys.jobs, job_fields(scan_id, "finder"))
         view = await wait_until_ended(store, scan_id)
     assert view.state == "completed" and view.warnings_count == 0
 
@@ -404,7 +407,7 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
         await wait_until_ended(store, scan_id, timeout_s=15)
         stuck = await start_scan(store, ["noop"], enqueue=False)
         pipe = store.redis.pipeline(transaction=True)  # atomic: the worker cannot take it
-        pipe.xadd(store.keys.jobs, jobs.job_fields(stuck, "noop"))
+        pipe.xadd(store.keys.jobs, job_fields(stuck, "noop"))
         pipe.xreadgroup(JOB_GROUP, "ghost", {store.keys.jobs: ">"})  # then "ghost" dies
         await pipe.execute()
         overview = json.loads(_inspect(env, "--json").stdout)

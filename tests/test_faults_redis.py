@@ -14,11 +14,11 @@ import pytest
 from scanstream import events as ev
 from scanstream.embedded import RedisProcess
 from scanstream.errors import StoreUnavailable
-from scanstream.keys import Keys
 from scanstream.projection import fold_all
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from tests.support.api_events import auth
 from tests.support.faults import (
     assert_log_is_sound,

@@ -15,9 +15,9 @@ import anyio
 import pytest
 
 from scanstream import events as ev
-from scanstream.keys import JOB_GROUP
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import JOB_GROUP
 from tests.support.faults import (
     assert_log_is_sound,
     consumer_name,

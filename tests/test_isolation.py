@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from scanstream import events as ev
-from scanstream.keys import JOB_GROUP
 from scanstream.projection import fold_all
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import JOB_GROUP
 from tests.support.faults import (
     FAULT_MODULES,
     assert_log_is_sound,

@@ -16,7 +16,7 @@ import pytest
 
 from scanstream.live.fanout import READ_SLOTS
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from tests.support import api_events as scans
 from tests.support.api_events import auth
 from tests.support.procs import Proc, api_proc, running

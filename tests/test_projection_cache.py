@@ -13,7 +13,7 @@ from scanstream import projection, render
 from scanstream.events import ScanRequested, stamp
 from scanstream.ids import new_scan_id
 from scanstream.projection_cache import ProjectionCache, entry_key
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from tests.support import api_events as scans
 
 pytestmark = pytest.mark.anyio

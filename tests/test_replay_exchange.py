@@ -18,8 +18,6 @@ from scanstream import projection
 from scanstream.embedded import RedisProcess
 from scanstream.errors import ScanConflict
 from scanstream.ids import scan_created_ms
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.replay import (
     ReplayError,
     export_log,
@@ -33,7 +31,10 @@ from scanstream.replay import (
 from scanstream.replay.cli import main
 from scanstream.replay.exchange import export_lines
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.exchange import LogExchange
+from scanstream.storage.keys import Keys
 from tests.support.replay_scans import shared_scan
 
 pytestmark = pytest.mark.anyio
@@ -92,10 +93,10 @@ async def test_export_then_import_into_a_second_redis_gives_the_same_scan(
     hash equals the original's, and it is listed for its owner and expires like it."""
     settings, scan_id = mixed
     keys = Keys(settings.prefix)
-    export_log(await fetch_log(original, keys, scan_id), tmp_path / "scan.jsonl")
+    export_log(await fetch_log(LogExchange(original, keys), scan_id), tmp_path / "scan.jsonl")
 
     imported = await import_log(
-        second, Keys(prefix), read_export(tmp_path / "scan.jsonl"), retention_s=600
+        LogExchange(second, Keys(prefix)), read_export(tmp_path / "scan.jsonl"), retention_s=600
     )
 
     assert imported.scan_id == scan_id
@@ -103,8 +104,8 @@ async def test_export_then_import_into_a_second_redis_gives_the_same_scan(
     assert await raw_stream(second, there.events) == await raw_stream(
         original, keys.events(scan_id)
     )
-    again = await fetch_log(second, Keys(prefix), scan_id)
-    log = await fetch_log(original, keys, scan_id)
+    again = await fetch_log(LogExchange(second, Keys(prefix)), scan_id)
+    log = await fetch_log(LogExchange(original, keys), scan_id)
     assert projections(scan_id, again.entries) == projections(scan_id, log.entries)
     assert await second.hgetall(there.fence) == await original.hgetall(keys.scan(scan_id).fence)
     assert 0 < await second.ttl(there.events) <= 600 and 0 < await second.ttl(there.fence) <= 600
@@ -119,8 +120,8 @@ async def test_late_fenced_writes_are_refused_on_the_import_as_on_the_original(
     """Given a finished scan imported into a second Redis, when a late finish_strategy and a
     new attempt arrive, then both scans refuse them alike: the scan has ended."""
     settings, scan_id = mixed
-    log = await fetch_log(original, Keys(settings.prefix), scan_id)
-    await import_log(second, Keys(prefix), log, retention_s=600)
+    log = await fetch_log(LogExchange(original, Keys(settings.prefix)), scan_id)
+    await import_log(LogExchange(second, Keys(prefix)), log, retention_s=600)
     late = [
         ev.stamp(ev.StrategyCompleted, strategy="slow", attempt=1, opportunities=0, duration_ms=1)
     ]
@@ -129,7 +130,7 @@ async def test_late_fenced_writes_are_refused_on_the_import_as_on_the_original(
         assert (await store.finish_strategy(scan_id, "slow", 1, late)).status == "ended"
         assert (await store.start_strategy(scan_id, "poison", "late-worker")).status == "ended"
         assert (await store.end_scan(scan_id, "scan.cancelled"))[0] == "ended"
-    assert len((await fetch_log(second, Keys(prefix), scan_id)).raw) == len(log.raw)
+    assert len((await fetch_log(LogExchange(second, Keys(prefix)), scan_id)).raw) == len(log.raw)
 
 
 async def test_an_unfinished_import_continues_exactly_like_the_original(
@@ -141,9 +142,11 @@ async def test_an_unfinished_import_continues_exactly_like_the_original(
     settings, scan_id = unfinished
     first = client(settings.redis_url or "")
     try:
-        log = await fetch_log(first, Keys(settings.prefix), scan_id)
-        kept = await import_log(second, Keys(prefix), log, retention_s=600)
-        renewed = await import_log(second, Keys(prefix), log, as_new=True, retention_s=600)
+        log = await fetch_log(LogExchange(first, Keys(settings.prefix)), scan_id)
+        kept = await import_log(LogExchange(second, Keys(prefix)), log, retention_s=600)
+        renewed = await import_log(
+            LogExchange(second, Keys(prefix)), log, as_new=True, retention_s=600
+        )
         assert kept.ttl_s is None and renewed.scan_id != scan_id
         targets = [
             (first, settings.prefix, scan_id),
@@ -212,7 +215,7 @@ async def test_the_pure_fence_matches_what_the_scripts_wrote(
         redis = client(settings.redis_url or "")
         try:
             keys = Keys(settings.prefix)
-            log = await fetch_log(redis, keys, scan_id)
+            log = await fetch_log(LogExchange(redis, keys), scan_id)
             stored = await redis.hgetall(keys.scan(scan_id).fence)
         finally:
             await redis.aclose()
@@ -280,14 +283,14 @@ async def test_import_refuses_an_existing_scan_and_as_new_renames_it(
     """Given a scan already imported, when imported again under its id, then ScanConflict;
     with as_new, then a new id whose stream folds to the same projections but for the id."""
     settings, scan_id = mixed
-    log = await fetch_log(original, Keys(settings.prefix), scan_id)
-    await import_log(second, Keys(prefix), log, retention_s=600)
+    log = await fetch_log(LogExchange(original, Keys(settings.prefix)), scan_id)
+    await import_log(LogExchange(second, Keys(prefix)), log, retention_s=600)
     with pytest.raises(ScanConflict):
-        await import_log(second, Keys(prefix), log, retention_s=600)
+        await import_log(LogExchange(second, Keys(prefix)), log, retention_s=600)
 
-    renewed = await import_log(second, Keys(prefix), log, as_new=True, retention_s=600)
+    renewed = await import_log(LogExchange(second, Keys(prefix)), log, as_new=True, retention_s=600)
 
-    copy = await fetch_log(second, Keys(prefix), renewed.scan_id)
+    copy = await fetch_log(LogExchange(second, Keys(prefix)), renewed.scan_id)
     assert [e.id for e in copy.entries] == [e.id for e in log.entries]  # ids kept: same timeline
     (status, results), (status2, results2) = (
         projections(scan_id, log.entries),
@@ -307,11 +310,13 @@ async def test_import_as_another_user_rewrites_only_the_owner(
     """Given a scan of alice, when imported as new for bob, then bob owns and lists it,
     only scan.requested changed bytes, and everything else folds the same."""
     settings, scan_id = mixed
-    log = await fetch_log(original, Keys(settings.prefix), scan_id)
+    log = await fetch_log(LogExchange(original, Keys(settings.prefix)), scan_id)
 
-    imported = await import_log(second, Keys(prefix), log, as_new=True, user="bob", retention_s=600)
+    imported = await import_log(
+        LogExchange(second, Keys(prefix)), log, as_new=True, user="bob", retention_s=600
+    )
 
-    copy = await fetch_log(second, Keys(prefix), imported.scan_id)
+    copy = await fetch_log(LogExchange(second, Keys(prefix)), imported.scan_id)
     changed = [a.id for a, b in zip(log.raw, copy.raw, strict=True) if a != b]
     assert changed == [log.raw[0].id]
     status = projections(imported.scan_id, copy.entries)[0]
@@ -321,7 +326,9 @@ async def test_import_as_another_user_rewrites_only_the_owner(
     ]
     assert await second.zscore(Keys(prefix).user_scans("bob"), imported.scan_id) is not None
     with pytest.raises(ReplayError):
-        await import_log(second, Keys(prefix), log, as_new=True, user="no spaces", retention_s=1)
+        await import_log(
+            LogExchange(second, Keys(prefix)), log, as_new=True, user="no spaces", retention_s=1
+        )
 
 
 async def test_export_is_byte_faithful_for_broken_entries(
@@ -336,9 +343,9 @@ async def test_export_is_byte_faithful_for_broken_entries(
     and entries with missing or extra fields, when exported, read back and imported, then
     every entry's fields come back byte for byte, in order."""
     settings, scan_id = mixed
-    src = await fetch_log(original, Keys(settings.prefix), scan_id)
+    src = await fetch_log(LogExchange(original, Keys(settings.prefix)), scan_id)
     keys = Keys(store.keys.prefix)
-    await import_log(store.redis, keys, src, retention_s=600)  # a copy we may corrupt
+    await import_log(LogExchange(store.redis, keys), src, retention_s=600)  # a copy we may corrupt
     key = keys.events(scan_id)
     odd = [
         {b"type": b"strategy.progress", b"data": b"\xff\xfe{not utf-8"},
@@ -350,7 +357,7 @@ async def test_export_is_byte_faithful_for_broken_entries(
     ]
     for fields in odd:
         await store.redis.xadd(key, fields)  # type: ignore[arg-type]
-    log = await fetch_log(store.redis, keys, scan_id)
+    log = await fetch_log(LogExchange(store.redis, keys), scan_id)
     export_log(log, tmp_path / "odd.jsonl")
     lines = (tmp_path / "odd.jsonl").read_bytes().splitlines()
     assert orjson.loads(lines[-6])["data"] == {"b64": "//57bm90IHV0Zi04"}
@@ -358,7 +365,7 @@ async def test_export_is_byte_faithful_for_broken_entries(
 
     back = read_export(tmp_path / "odd.jsonl")
     assert list(back.raw) == list(log.raw)
-    await import_log(second, Keys(prefix), back, retention_s=600)
+    await import_log(LogExchange(second, Keys(prefix)), back, retention_s=600)
     assert await raw_stream(second, Keys(prefix).events(scan_id)) == await raw_stream(
         store.redis, key
     )

@@ -20,10 +20,10 @@ import pytest
 from scanstream.deadline import Deadline
 from scanstream.embedded import RedisProcess
 from scanstream.errors import StoreUnavailable
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from tests.support import api_events as scans
 from tests.support.api_events import auth
 from tests.support.procs import api_proc, running

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from tests.support import api_events as scans
 from tests.support.api_events import auth
 from tests.support.procs import api_proc, running

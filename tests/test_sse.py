@@ -12,10 +12,10 @@ import pytest
 
 from scanstream import events as ev
 from scanstream.api.app import create_app
-from scanstream.keys import Keys
 from scanstream.live.fanout import DROP_GRACE_S, Fanout
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from tests.support.http import serve
 from tests.support.procs import api_proc, running
 from tests.support.sse import (
@@ -332,8 +332,7 @@ async def test_followers_share_one_tail_reader_and_all_see_live_events(
         for scan_id in scans:
             await run_strategy(store, scan_id, "noop", steps=2, finds=0)
     assert live.tail is not None
-    pool = live.tail.connection_pool
-    assert pool.max_connections == 1
+    assert live.tail.pool_size == 1
     logs = {
         scan_id: [e["id"] for e in await read_log(api, scan_id, f"u{i}")]
         for i, scan_id in enumerate(scans)

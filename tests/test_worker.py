@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from scanstream import events as ev
-from scanstream.keys import JOB_GROUP
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import JOB_GROUP
 from scanstream.strategies.api import Strategy, StrategyContext
 from tests.support import strategies as ts
 from tests.support.scans import start_scan, wait_until_ended, workers_running

@@ -22,7 +22,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from scanstream import redis_conn
 from scanstream.api import routes_events, routes_ops, routes_scans, routes_web
 from scanstream.api.bodies import StrategyInfo, StrategyList
 from scanstream.api.context import ApiContext
@@ -31,14 +30,12 @@ from scanstream.api.metrics import ApiMetrics, MetricsMiddleware
 from scanstream.api.shutdown import on_exit_signal
 from scanstream.deadline import Deadline
 from scanstream.errors import ConfigError
-from scanstream.keys import Keys
 from scanstream.live.fanout import Fanout
 from scanstream.live.metrics import FanoutCollector
 from scanstream.projection_cache import ProjectionCache
-from scanstream.scan_index import ScanIndex
 from scanstream.service import ParamsValidator, ScanService
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import Storage
 
 log = logging.getLogger("scanstream.api")
 
@@ -89,21 +86,19 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         )
     )
     metrics = ApiMetrics()
-    live = Fanout(settings, Keys(settings.prefix))  # one tail reader: SSE and long-polls
+    live = Fanout(settings)  # one tail reader: SSE and long-polls
     metrics.registry.register(FanoutCollector(live))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ApiContext]]:
-        keys = Keys(settings.prefix)
-        redis = redis_conn.client(url, max_connections=HOT_POOL_SIZE)
-        store = EventStore(redis, keys, retention_s=settings.retention_s)
+        storage = Storage.connect(settings, url=url, max_connections=HOT_POOL_SIZE)
+        store = storage.events
         cache = ProjectionCache(store)
-        index = ScanIndex(redis, keys, ttl_s=int(settings.retention_s + settings.scan_deadline_s))
         service = ScanService(
             store=store,
             cache=cache,
-            index=index,
-            keys=keys,
+            index=storage.index,
+            jobs=storage.jobs,
             strategies=list(strategies),
             validate_params=validate_params,
             deadline=Deadline(settings.request_timeout_s),
@@ -118,10 +113,10 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             store=store,
             cache=cache,
             service=service,
-            redis=redis,
+            storage=storage,
             strategies_json=strategies_json,
         )
-        await live.start(redis_conn.client(url, max_connections=1), redis)
+        await live.start(storage.tail_reader(), store)
         try:
             # SIGINT / SIGTERM end every SSE stream and long-poll at once, so uvicorn's
             # graceful shutdown (which waits for open responses) is not held up by them.
@@ -129,7 +124,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
                 yield {"ctx": ctx}
         finally:
             await live.stop()
-            await redis.aclose()
+            await storage.aclose()
 
     app = Starlette(
         # Scan routes first: starlette tries routes in order, and status is the hot path.

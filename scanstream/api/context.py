@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from scanstream.api.metrics import ApiMetrics
 from scanstream.projection_cache import ProjectionCache
 from scanstream.service import ScanService
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import Storage
+from scanstream.storage.events import EventStore
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ApiContext:
     store: EventStore
     cache: ProjectionCache
     service: ScanService
-    redis: Redis  # the hot-path client: short commands only (long waits ride the fan-out)
+    storage: Storage  # the Redis behind it all, on short commands only (readiness pings it)
     strategies_json: bytes  # `GET /v1/strategies`, encoded once
 
 

@@ -8,12 +8,12 @@ import logging
 from collections.abc import Mapping
 
 import msgspec
-from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
+from scanstream.storage.errors import CLIENT_FAULTS
 
 log = logging.getLogger("scanstream.api")
 
@@ -150,8 +150,7 @@ EXCEPTION_HANDLERS = {
     ScanNotFound: on_not_found,
     ScanConflict: on_conflict,
     StoreUnavailable: on_store_unavailable,
-    redis_errors.ConnectionError: on_redis_error,
-    redis_errors.TimeoutError: on_redis_error,
+    **dict.fromkeys(CLIENT_FAULTS, on_redis_error),
     HTTPException: on_http_exception,
     ClientDisconnect: on_client_gone,
     Exception: on_unexpected,

@@ -149,7 +149,7 @@ class EventStream:
                 more=False,
             )
             return
-        if sub.key is None:  # the scan had ended: the replay was all of it
+        if sub.following is None:  # the scan had ended: the replay was all of it
             await self._write(send, b"", more=False)
             return
         while True:

@@ -23,7 +23,7 @@ async def readyz(request: Request) -> Response:
     answered 503): a frozen Redis makes the process not ready, as a dead one does."""
     ctx = context(request)
     with ctx.service.deadline():
-        await ctx.store.ping()
+        await ctx.storage.ping()
     return json_response(b'{"status":"ready"}')
 
 

@@ -10,20 +10,20 @@ in the number of followers.
 
 Exactly once across the replay -> live handoff. A subscriber is registered for its
 stream (synchronously) before it reads anything. The stream's tail position `P` is then
-known: either the tail reader already follows the stream, or one `XREVRANGE + - COUNT 1`
-fixes it. From then on every entry after `P` reaches the subscriber's queue (the reader
-hands out entries and advances `P` in one step, with no await between), and the replay,
-which reads the stream after `P` was fixed, covers every entry up to `P`. The subscriber
-sends an entry only if its id is above the last id it sent, so the overlap is skipped.
+known: either the tail reader already follows the stream, or one lookup of its last
+entry (`TailReader.last_id`) fixes it. From then on every entry after `P` reaches the
+subscriber's queue (the reader hands out entries and advances `P` in one step, with no
+await between), and the replay, which reads the stream after `P` was fixed, covers every
+entry up to `P`. The subscriber sends an entry only if its id is above the last id it
+sent, so the overlap is skipped.
 
 The set of watched streams changes while a read is blocked: the read is bounded
 (`TAIL_BLOCK_MS`), so a newly watched stream joins the next read at most that late. Its
 entries are never lost meanwhile, only delayed: the read resumes from its concrete
 position, never from `$`. Streams that already are watched are not delayed at all.
 
-On Redis Cluster, one XREAD may only name keys of one hash slot; each scan has its own
-slot, so a cluster deployment would need one read per slot (or per node, with a reader
-per node). This module targets a single Redis node (or a primary with replicas).
+Every Redis read is the storage layer's (`storage/tail.py`, `storage/events.py`): this
+module only decides what to follow from where, and hands out what comes back.
 
 A slow subscriber never delays the others: `put_nowait` into a full queue drops that
 subscriber (its connection is closed; the client resumes with `Last-Event-ID`).
@@ -42,23 +42,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
-
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from collections.abc import Sequence
 
 from scanstream import events as ev
 from scanstream.deadline import Deadline
 from scanstream.errors import ScanstreamError
 from scanstream.ids import stream_id_key
-from scanstream.keys import Keys
 from scanstream.live import sse
 from scanstream.live.admission import Admission
 from scanstream.live.subscriber import HEARTBEAT, Item, Subscriber
 from scanstream.live.waiter import Waiter
 from scanstream.settings import Settings
-from scanstream.store import REDIS_FAULTS, store_errors
+from scanstream.storage.events import EventStore
+from scanstream.storage.tail import TailReader, TailUnreadable
 
 Follower = Subscriber | Waiter
 
@@ -77,8 +73,7 @@ SHUTTING_DOWN = "the server is shutting down"
 
 
 class Fanout:
-    def __init__(self, settings: Settings, keys: Keys) -> None:
-        self.keys = keys
+    def __init__(self, settings: Settings) -> None:
         self.streams: Admission[Subscriber] = Admission(
             "event streams", settings.sse_max, settings.sse_max_per_user
         )
@@ -93,12 +88,11 @@ class Fanout:
         tail_s = settings.request_timeout_s
         self._tail_deadline = Deadline(tail_s + TAIL_BLOCK_MS / 1000 if tail_s > 0 else 0)
         self.closing = False  # shutdown() was called: end every follower at once
-        self.tail: Redis | None = None  # its own connection: XREAD BLOCK only
-        self.redis: Redis | None = None  # the hot client: one XREVRANGE per new stream
+        self.tail: TailReader | None = None  # its own connection: the multiplexed reads only
+        self.store: EventStore | None = None  # the hot client: replay pages
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._watchers: dict[str, set[Follower]] = {}  # stream key -> its followers
-        self._positions: dict[str, str] = {}  # stream key -> last id handed out
-        self._scan_of: dict[str, str] = {}  # stream key -> scan id
+        self._watchers: dict[str, set[Follower]] = {}  # scan id -> its followers
+        self._positions: dict[str, str] = {}  # scan id -> last id handed out
         self._lookups: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,10 +107,10 @@ class Fanout:
 
     # -- lifecycle (the app's lifespan) -----------------------------------------------
 
-    async def start(self, tail: Redis, redis: Redis) -> None:
-        """Start the tail reader on `tail` (a client of its own, closed by `stop`); `redis`
-        is the app's hot client, for the short reads."""
-        self.tail, self.redis = tail, redis
+    async def start(self, tail: TailReader, store: EventStore) -> None:
+        """Start the tail reader on `tail` (a connection of its own, closed by `stop`);
+        `store` reads the replay pages, on the app's hot client."""
+        self.tail, self.store = tail, store
         self.loop = asyncio.get_running_loop()
         self.closing = False
         self._wake = asyncio.Event()
@@ -134,7 +128,7 @@ class Fanout:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         if self.tail is not None:
-            await self.tail.aclose()  # the fan-out owns its tail connection
+            await self.tail.aclose()  # the fan-out owns its tail reader
             self.tail = None
 
     # -- admission and following ------------------------------------------------------
@@ -163,22 +157,20 @@ class Fanout:
         `known`: an entry id the caller has just read the stream up to (its last entry at
         that moment). A stream nobody follows yet starts from it, with no lookup.
         """
-        key = self.keys.events(sub.scan_id)
-        sub.key = key
-        self._watchers.setdefault(key, set()).add(sub)
-        self._scan_of[key] = sub.scan_id
-        position = self._positions.get(key)
+        scan_id = sub.following = sub.scan_id
+        self._watchers.setdefault(scan_id, set()).add(sub)
+        position = self._positions.get(scan_id)
         if position is not None:
             return position
-        lookup = self._lookups.get(key)
+        lookup = self._lookups.get(scan_id)
         if lookup is None:
             if known is not None:
-                self._positions[key] = known
+                self._positions[scan_id] = known
                 self._wake.set()
                 return known
-            lookup = self._lookups[key] = asyncio.create_task(self._lookup(key))
+            lookup = self._lookups[scan_id] = asyncio.create_task(self._lookup(scan_id))
         await asyncio.shield(lookup)
-        return self._positions.get(key) or "0-0"
+        return self._positions.get(scan_id) or "0-0"
 
     async def read_page(
         self, scan_id: str, after: str | None, *, inclusive: bool = False
@@ -186,30 +178,24 @@ class Fanout:
         """Up to `page_size` entries after `after` (from it, when `inclusive`; from the
         start when None or 0-0): the replay's reads, on the hot client. Callers bound it
         with `deadline`, their wait for one of the `read_slots` included."""
-        assert self.redis is not None, "the fan-out is not started"
+        assert self.store is not None, "the fan-out is not started"
         if after is None or after == "0-0":
-            start, count = "-", self.page_size
-        elif inclusive:
-            start, count = after, self.page_size + 1
-        else:
-            start, count = f"({after}", self.page_size
-        async with store_errors():
-            raw: Any = await self.redis.xrange(self.keys.events(scan_id), start, "+", count=count)
-        return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw]
+            after, inclusive = None, False
+        count = self.page_size + 1 if inclusive else self.page_size
+        return await self.store.read(scan_id, after, count, inclusive=inclusive)
 
-    async def _lookup(self, key: str) -> None:
+    async def _lookup(self, scan_id: str) -> None:
         """Fix a newly followed stream's position: its last entry (a task of its own, shared
         by every follower that arrives meanwhile, and bounded: Redis may be frozen)."""
-        assert self.redis is not None, "the fan-out is not started"
+        assert self.tail is not None, "the fan-out is not started"
         try:
             with self.deadline():
-                async with store_errors():
-                    last: Any = await self.redis.xrevrange(key, "+", "-", count=1)
+                last = await self.tail.last_id(scan_id)
         finally:
-            if self._lookups.get(key) is asyncio.current_task():
-                del self._lookups[key]
-        if key in self._watchers and key not in self._positions:
-            self._positions[key] = last[0][0].decode() if last else "0-0"
+            if self._lookups.get(scan_id) is asyncio.current_task():
+                del self._lookups[scan_id]
+        if scan_id in self._watchers and scan_id not in self._positions:
+            self._positions[scan_id] = last or "0-0"
             self._wake.set()
 
     def close(self, sub: Follower) -> None:
@@ -224,16 +210,15 @@ class Fanout:
             sub._timer = None
 
     def _unwatch(self, sub: Follower) -> None:
-        key = sub.key
-        if key is None:
+        scan_id = sub.following
+        if scan_id is None:
             return
-        watchers = self._watchers.get(key)
+        watchers = self._watchers.get(scan_id)
         if watchers is not None:
             watchers.discard(sub)
             if not watchers:
-                del self._watchers[key]
-                self._positions.pop(key, None)
-                self._scan_of.pop(key, None)
+                del self._watchers[scan_id]
+                self._positions.pop(scan_id, None)
 
     def drop(self, sub: Follower, reason: str, *, slow: bool = False) -> None:
         """End `sub` early. A waiter answers what it has; a subscriber stops receiving now,
@@ -281,8 +266,8 @@ class Fanout:
         assert self.tail is not None
         delay = BACKOFF_S[0]
         while True:
-            streams: Any = dict(self._positions)
-            if not streams:
+            positions = dict(self._positions)
+            if not positions:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -290,61 +275,57 @@ class Fanout:
                 # Bounded: a read cut off drops its connection (Redis froze, or the network
                 # lost it); the next one reconnects.
                 with self._tail_deadline():
-                    reply = await self.tail.xread(streams, count=TAIL_COUNT, block=TAIL_BLOCK_MS)
+                    replies = await self.tail.read(
+                        positions, count=TAIL_COUNT, block_ms=TAIL_BLOCK_MS
+                    )
             except Exception as exc:  # the reader must never die: log, back off, retry
                 self.read_errors += 1
-                if isinstance(exc, (*REDIS_FAULTS, ScanstreamError)):
+                if isinstance(exc, TailUnreadable):
+                    log.exception("SSE tail read failed (retrying in %.2fs)", delay)
+                    await self._evict_broken(list(positions))
+                elif isinstance(exc, ScanstreamError):
                     log.warning("SSE tail read failed (retrying in %.2fs): %s", delay, exc)
                 else:
                     log.exception("SSE tail read failed (retrying in %.2fs)", delay)
-                    if isinstance(exc, redis_errors.ResponseError):
-                        await self._evict_broken(list(streams))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_S[1])
                 continue
             delay = BACKOFF_S[0]
             self.reads += 1
-            for key, raw in _stream_replies(reply):
-                self._dispatch(key, raw)
+            for scan_id, entries in replies:
+                self._dispatch(scan_id, entries)
 
-    async def _evict_broken(self, keys: list[str]) -> None:
+    async def _evict_broken(self, scan_ids: list[str]) -> None:
         """A key that is no longer a stream (WRONGTYPE) fails the whole multiplexed read:
-        drop the subscribers of such keys, so the others keep their live feed."""
-        assert self.redis is not None
+        drop the subscribers of such scans, so the others keep their live feed."""
+        assert self.tail is not None
         try:
             with self.deadline():
-                async with store_errors():
-                    pipe = self.redis.pipeline(transaction=False)
-                    for key in keys:
-                        pipe.type(key)
-                    kinds = await pipe.execute()
+                broken = await self.tail.not_streams(scan_ids)
         except ScanstreamError:
             return
-        for key, kind in zip(keys, kinds, strict=True):
-            if kind not in (b"stream", b"none", "stream", "none"):
-                log.error("SSE: %s is a %s, not a stream: dropping its subscribers", key, kind)
-                for sub in list(self._watchers.get(key, ())):
-                    self.drop(sub, "the scan's log cannot be read")
+        for scan_id, key, kind in broken:
+            log.error("SSE: %s is a %s, not a stream: dropping its subscribers", key, kind)
+            for sub in list(self._watchers.get(scan_id, ())):
+                self.drop(sub, "the scan's log cannot be read")
 
-    def _dispatch(self, key: str, raw: Sequence[tuple[bytes, Any]]) -> None:
+    def _dispatch(self, scan_id: str, entries: Sequence[ev.LogEntry]) -> None:
         """Hand the entries after the stream's position to its subscribers; advance it.
         No await in here: position and hand-out move together (see the module doc)."""
-        position = self._positions.get(key)
-        watchers = self._watchers.get(key)
+        position = self._positions.get(scan_id)
+        watchers = self._watchers.get(scan_id)
         if position is None or not watchers:
             return  # not watched (any more), or its position is still being fixed
         floor = stream_id_key(position)
-        scan_id = self._scan_of[key]
         items: list[Item] = []
-        for entry_id, fields in raw:
-            entry = ev.decode_entry(entry_id, fields)
+        for entry in entries:
             item_key = stream_id_key(entry.id)
             if item_key <= floor:
                 continue  # a read that started before this stream was re-watched
             items.append(Item(item_key, sse.message(scan_id, entry), sse.ends_stream(entry)))
         if not items:
             return
-        self._positions[key] = sse.id_str(items[-1].key)
+        self._positions[scan_id] = sse.id_str(items[-1].key)
         for sub in list(watchers):
             if not sub.offer(items, self.buffer):
                 self.drop(sub, "too slow: its buffer of events overflowed", slow=True)
@@ -383,14 +364,3 @@ class Fanout:
     def following(self) -> int:
         """SSE connections following a stream live (waiters are counted by `waiters`)."""
         return sum(isinstance(s, Subscriber) for w in self._watchers.values() for s in w)
-
-
-def _stream_replies(reply: Any) -> Iterator[tuple[str, Sequence[tuple[bytes, Any]]]]:
-    """XREAD's reply as (key, entries), for RESP2 (a list) and RESP3 (a map)."""
-    if not reply:
-        return
-    pairs = reply.items() if isinstance(reply, dict) else reply
-    for key, entries in pairs:
-        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
-            entries = entries[0]  # RESP3 wraps each stream's entries once more
-        yield (key.decode() if isinstance(key, bytes) else key), entries

@@ -28,12 +28,21 @@ CLOSE = Item((-1, -1), b"", False)
 class Subscriber:
     """One SSE connection: counted from admission to close; fed entries while it follows."""
 
-    __slots__ = ("_timer", "abort", "dropped", "key", "last_write", "queue", "scan_id", "user")
+    __slots__ = (
+        "_timer",
+        "abort",
+        "dropped",
+        "following",
+        "last_write",
+        "queue",
+        "scan_id",
+        "user",
+    )
 
     def __init__(self, user: str, scan_id: str) -> None:
         self.user = user
         self.scan_id = scan_id
-        self.key: str | None = None  # the stream it follows, once it follows one
+        self.following: str | None = None  # its scan id, once it follows the scan's stream
         # Bounded by the fan-out, which drops a subscriber whose backlog would pass its
         # buffer (a whole tail read is always accepted into an empty queue).
         self.queue: asyncio.Queue[Item] = asyncio.Queue()

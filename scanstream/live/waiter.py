@@ -15,12 +15,12 @@ from scanstream.live.subscriber import Item
 
 
 class Waiter:
-    __slots__ = ("key", "scan_id", "user", "woken")
+    __slots__ = ("following", "scan_id", "user", "woken")
 
     def __init__(self, user: str, scan_id: str) -> None:
         self.user = user
         self.scan_id = scan_id
-        self.key: str | None = None  # the stream it follows, once it follows one
+        self.following: str | None = None  # its scan id, once it follows the scan's stream
         self.woken = asyncio.Event()  # the scan ended, or the wait must end early
 
     def offer(self, items: Sequence[Item], buffer: int) -> bool:

@@ -8,7 +8,7 @@
     snap.status, snap.results                         # exactly what the API served then
     for step in replay.steps(log.scan_id, log.entries): ...   # what each event changed
     replay.export_log(log, "scan.jsonl"); log2 = replay.read_export("scan.jsonl")
-    await replay.import_log(redis, keys, log2, as_new=True, user="bob", retention_s=86400)
+    await replay.import_log(storage.exchange, log2, as_new=True, user="bob", retention_s=86400)
     replay.verify(log, status=served_status, results=served_results).ok
     replay.diff(log_a, log_b)
     await replay.rerun(log, "momentum")

@@ -25,8 +25,6 @@ import orjson
 
 from scanstream.errors import ScanstreamError
 from scanstream.ids import is_scan_id
-from scanstream.keys import Keys
-from scanstream.redis_conn import client
 from scanstream.replay import show
 from scanstream.replay.diff import diff
 from scanstream.replay.exchange import export_log, read_export
@@ -44,6 +42,7 @@ from scanstream.replay.timeline import select, timeline
 from scanstream.replay.travel import prefix_length, state_at, steps
 from scanstream.replay.verify import fetch_served, verify
 from scanstream.settings import Settings
+from scanstream.storage.connection import Storage
 
 T = TypeVar("T")
 DIFFERENT = 1
@@ -310,18 +309,17 @@ def _import(args: argparse.Namespace) -> int:
     url = redis_url_of(settings)
 
     async def go() -> Any:
-        redis = client(url, max_connections=2)
+        storage = Storage.connect(settings, url=url, max_connections=2)
         try:
             return await import_log(
-                redis,
-                Keys(settings.prefix),
+                storage.exchange,
                 log,
                 as_new=args.as_new,
                 user=args.user,
                 retention_s=settings.retention_s,
             )
         finally:
-            await redis.aclose()
+            await storage.aclose()
 
     imported = anyio.run(go)
     if args.json:

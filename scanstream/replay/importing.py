@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.errors import ScanConflict
-from scanstream.ids import is_scan_id, is_user_id, new_scan_id, scan_created_ms
-from scanstream.keys import Keys
+from scanstream.ids import is_scan_id, is_user_id, new_scan_id
 from scanstream.replay.fence import fence_fields
 from scanstream.replay.source import Log, RawEntry, ReplayError
-from scanstream.store import store_errors
+from scanstream.storage.exchange import LogExchange
 
 USER_FIELDS = frozenset({b"scan.requested", b"scan.cancel_requested"})
 _object = msgspec.json.Decoder(dict[str, Any])
@@ -57,15 +53,14 @@ def with_user(raw: Sequence[RawEntry], user: str) -> list[RawEntry]:
 
 
 async def import_log(
-    redis: Redis,
-    keys: Keys,
+    exchange: LogExchange,
     log: Log,
     *,
     as_new: bool = False,
     user: str | None = None,
     retention_s: float,
 ) -> Imported:
-    """Write `log` as a scan into `redis`. `ScanConflict` if that scan id is taken."""
+    """Write `log` as a scan through `exchange`. `ScanConflict` if that scan id is taken."""
     if not log.raw:
         raise ReplayError("the log is empty: nothing to import")
     if user is not None and not is_user_id(user):
@@ -74,49 +69,13 @@ async def import_log(
     if not is_scan_id(scan_id):
         raise ReplayError(f"not a scan id: {scan_id!r}")
     raw = with_user(log.raw, user) if user is not None else list(log.raw)
-    rewritten = Log(scan_id=scan_id, raw=raw, origin=log.origin, prefix=keys.prefix)
+    rewritten = Log(scan_id=scan_id, raw=raw, origin=log.origin, prefix=exchange.prefix)
     fence = fence_fields(rewritten.entries, scan_id)
     ttl = max(1, int(retention_s)) if "terminal" in fence else None
-    k = keys.scan(scan_id)
-    async with store_errors():
-        try:
-            await _write(redis, k.events, k.fence, raw, fence, ttl)
-        except redis_errors.WatchError:
-            raise ScanConflict(f"{scan_id} was written to while importing") from None
+    await exchange.write(scan_id, [(r.id, r.fields) for r in raw], fence, ttl)
     owner = rewritten.user_id
     listed = bool(fence) and owner is not None and is_user_id(owner)
     if listed and owner is not None:
-        # Outside the transaction: the listing is in another hash slot (see keys.py).
-        async with store_errors():
-            await redis.zadd(keys.user_scans(owner), {scan_id: scan_created_ms(scan_id)})
+        # Outside the transaction: the listing is in another hash slot (see storage/keys.py).
+        await exchange.list_for(owner, scan_id)
     return Imported(scan_id, owner, len(raw), fence, ttl, listed)
-
-
-async def _write(
-    redis: Redis,
-    events_key: str,
-    fence_key: str,
-    raw: Sequence[RawEntry],
-    fence: dict[str, str],
-    ttl: int | None,
-) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        await pipe.watch(events_key, fence_key)
-        if await pipe.exists(events_key, fence_key):
-            raise ScanConflict(
-                f"{events_key} already exists: import --as-new to get a new "
-                "scan id, or import into another prefix or Redis"
-            )
-        pipe.multi()
-        for entry in raw:
-            flat: list[Any] = []
-            for name, value in entry.fields:
-                flat += [name, value]
-            pipe.execute_command("XADD", events_key, entry.id, *flat)
-        if fence:
-            pipe.hset(fence_key, mapping=fence)  # type: ignore[arg-type]
-        if ttl is not None:
-            pipe.expire(events_key, ttl)
-            if fence:
-                pipe.expire(fence_key, ttl)
-        await pipe.execute()

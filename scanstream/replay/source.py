@@ -13,18 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from redis.asyncio import Redis
 
 from scanstream import events as ev
 from scanstream.errors import ConfigError, ScanNotFound, ScanstreamError
 from scanstream.events import LogEntry, ScanRequested
 from scanstream.ids import is_scan_id, is_stream_id, stream_id_key
-from scanstream.keys import Keys
-from scanstream.redis_conn import client, text
 from scanstream.settings import Settings
-from scanstream.store import store_errors
-
-PAGE = 1000  # entries per XRANGE round trip
+from scanstream.storage.connection import Storage
+from scanstream.storage.exchange import LogExchange
 
 
 class ReplayError(ScanstreamError):
@@ -106,26 +102,15 @@ def entry_time(entry_id: str) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def fetch_log(redis: Redis, keys: Keys, scan_id: str) -> Log:
-    """Read a scan's whole stream from Redis, page by page. `ScanNotFound` if it has none."""
+async def fetch_log(exchange: LogExchange, scan_id: str) -> Log:
+    """Read a scan's whole stream from Redis. `ScanNotFound` if it has none."""
     if not is_scan_id(scan_id):
         raise ScanNotFound(f"not a scan id: {scan_id[:80]!r}")
-    key = keys.events(scan_id)
-    raw: list[RawEntry] = []
-    start = "-"
-    while True:
-        async with store_errors():
-            page: list[Any] = list(await redis.xrange(key, start, "+", count=PAGE) or [])
-        for entry_id, fields in page:
-            raw.append(RawEntry(text(entry_id), tuple((fields or {}).items())))
-        if len(page) < PAGE:
-            break
-        start = f"({raw[-1].id}"
+    raw = [RawEntry(entry_id, fields) for entry_id, fields in await exchange.read_all(scan_id)]
+    prefix = exchange.prefix
     if not raw:
-        raise ScanNotFound(
-            f"no log for {scan_id} under prefix {keys.prefix!r} (unknown or expired)"
-        )
-    return Log(scan_id=scan_id, raw=raw, origin=f"redis, prefix {keys.prefix}", prefix=keys.prefix)
+        raise ScanNotFound(f"no log for {scan_id} under prefix {prefix!r} (unknown or expired)")
+    return Log(scan_id=scan_id, raw=raw, origin=f"redis, prefix {prefix}", prefix=prefix)
 
 
 def redis_url_of(settings: Settings) -> str:
@@ -138,11 +123,11 @@ def redis_url_of(settings: Settings) -> str:
 
 
 async def fetch_with_settings(settings: Settings, scan_id: str) -> Log:
-    redis = client(redis_url_of(settings), max_connections=2)
+    storage = Storage.connect(settings, url=redis_url_of(settings), max_connections=2)
     try:
-        return await fetch_log(redis, Keys(settings.prefix), scan_id)
+        return await fetch_log(storage.exchange, scan_id)
     finally:
-        await redis.aclose()
+        await storage.aclose()
 
 
 def load_log(target: str, *, settings: Settings | None = None) -> Log:

@@ -13,7 +13,7 @@ from scanstream.events import (
     StrategyProgress,
     stamp,
 )
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from tests.conftest import SECRET
 
 

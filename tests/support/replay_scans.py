@@ -18,11 +18,11 @@ import anyio
 import msgspec
 
 from scanstream import events as ev
-from scanstream.keys import Keys
 from scanstream.projection import ScanView, fold_all
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.connection import client
+from scanstream.storage.events import EventStore
+from scanstream.storage.keys import Keys
 from scanstream.strategies.api import Strategy
 from scanstream.strategies.registry import load_strategies
 from tests.support.scans import start_scan, workers_running

@@ -11,12 +11,12 @@ import anyio
 
 from consumers.worker import Worker
 from scanstream import events as ev
-from scanstream import jobs
 from scanstream.ids import new_scan_id
 from scanstream.market import market_for, parse_params
 from scanstream.projection import ScanView, fold_all
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
+from scanstream.storage.jobs import JobQueue
 from scanstream.strategies.api import Strategy
 
 
@@ -39,11 +39,10 @@ async def start_scan(
     )
     await store.create_scan(scan_id, requested)
     if enqueue:
-        await jobs.ensure_group(store.redis, store.keys)
-        pipe = store.redis.pipeline(transaction=False)
+        queue = JobQueue(store.redis, store.keys)
+        await queue.ensure_group()
         queued = strategies if enqueue is True else enqueue
-        jobs.enqueue_into(pipe, store.keys, scan_id, list(queued))
-        await pipe.execute()
+        await queue.enqueue(scan_id, list(queued))
     return scan_id
 
 

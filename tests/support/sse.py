@@ -17,7 +17,7 @@ import httpx
 from scanstream import events as ev
 from scanstream.api.auth import make_token
 from scanstream.settings import Settings
-from scanstream.store import EventStore
+from scanstream.storage.events import EventStore
 from scanstream.strategies.registry import load_strategies
 from tests.conftest import SECRET
 from tests.support.api_events import auth as bearer

@@ -1,6 +1,7 @@
 -- Create a scan: append scan.requested and the fence hash, once.
 -- KEYS[1] events stream, KEYS[2] fence hash
--- ARGV[1] data of scan.requested, ARGV[2] number of strategies, ARGV[3] created ms
+-- ARGV[1] data of scan.requested (encoded by Python), ARGV[2] number of strategies,
+-- ARGV[3] created ms, ARGV[4..] the scan's strategy names
 -- Returns the entry id, or "exists" when the scan was already created (idempotent retry).
 -- The fence lists the scan's strategies (`in:<name>`, with the marker `names`), so a job
 -- naming a strategy the scan does not have is refused by strategy_write.lua instead of
@@ -12,11 +13,8 @@ end
 local id = redis.call('XADD', KEYS[1], '*', 'type', 'scan.requested', 'data', ARGV[1])
 redis.call('HSET', KEYS[2], 'total', ARGV[2], 'created_ms', ARGV[3],
   'completed', 0, 'failed', 0, 'opportunities', 0)
-local ok, requested = pcall(cjson.decode, ARGV[1])
-if ok and type(requested) == 'table' and type(requested['strategies']) == 'table' then
-  redis.call('HSET', KEYS[2], 'names', 1)
-  for _, name in ipairs(requested['strategies']) do
-    redis.call('HSET', KEYS[2], 'in:' .. tostring(name), 1)
-  end
+redis.call('HSET', KEYS[2], 'names', 1)
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[2], 'in:' .. ARGV[i], 1)
 end
 return id

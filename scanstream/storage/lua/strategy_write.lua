@@ -11,17 +11,24 @@
 -- re-sent start never allocates a second attempt, a re-sent finish never counts twice.
 -- (Writes of one strategy are sequential, so the last one is the only one in doubt.)
 --
+-- Event bodies come encoded from Python and are appended as they are; the script never
+-- parses one. What it needs to know of an event comes beside it, as its note. The one
+-- body built here is the terminal event's: its counts exist only in the fence.
+--
 -- KEYS[1] events stream, KEYS[2] fence hash, KEYS[3] write-token hash
 -- ARGV[1] mode: start | append | finish
 -- ARGV[2] strategy, ARGV[3] attempt (ignored for start), ARGV[4] retention seconds,
--- ARGV[5] terminal event id, ARGV[6] ts for a terminal event, ARGV[7] write token or ""
--- ARGV[8..] pairs of (type, data); for start a single data without "attempt", which is
---   allocated here and spliced in.
+-- ARGV[5] terminal event id, ARGV[6] ts for a terminal event, ARGV[7] write token or "",
+-- ARGV[8] schema version (the terminal event's `v`)
+-- ARGV[9..] triples of (type, data, note). The note: the opportunity id for
+--   opportunity.found (counted once per scan), "final" for a strategy.failed that no
+--   retry follows, else "". For start a single triple whose data lacks "attempt", which
+--   is allocated here and spliced in.
 -- Returns {status, attempt_or_entry_id, terminal_type_or_false}; for start the third item
 -- is the data of scan.requested.
 local events, fence, writes = KEYS[1], KEYS[2], KEYS[3]
 local mode, strategy, token = ARGV[1], ARGV[2], ARGV[7]
-local FIRST_PAIR = 8
+local FIRST = 9
 
 local function requested_data()
   local first = redis.call('XRANGE', events, '-', '+', 'COUNT', 1)[1]
@@ -69,7 +76,7 @@ end
 
 if mode == 'start' then
   local attempt = redis.call('HINCRBY', fence, 'attempt:' .. strategy, 1)
-  local data = '{"attempt":' .. attempt .. ',' .. string.sub(ARGV[FIRST_PAIR + 1], 2)
+  local data = '{"attempt":' .. attempt .. ',' .. string.sub(ARGV[FIRST + 1], 2)
   redis.call('XADD', events, '*', 'type', 'strategy.started', 'data', data)
   -- Hand back scan.requested so the worker learns the params without another round trip.
   return applied(attempt, requested_data())
@@ -83,17 +90,16 @@ end
 
 local last = ''
 local finished = nil
-for i = FIRST_PAIR, #ARGV, 2 do
-  local type_, data = ARGV[i], ARGV[i + 1]
+for i = FIRST, #ARGV, 3 do
+  local type_, data, note = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if type_ == 'opportunity.found' then
     -- Count each opportunity id once per scan, exactly as the fold does.
-    local oid = cjson.decode(data)['opportunity']['id']
-    if redis.call('HSETNX', fence, 'opp:' .. oid, 1) == 1 then
+    if redis.call('HSETNX', fence, 'opp:' .. note, 1) == 1 then
       redis.call('HINCRBY', fence, 'opportunities', 1)
     end
   elseif type_ == 'strategy.completed' then
     finished = 'completed'
-  elseif type_ == 'strategy.failed' and mode == 'finish' and cjson.decode(data)['final'] then
+  elseif type_ == 'strategy.failed' and mode == 'finish' and note == 'final' then
     finished = 'failed'
   end
   last = redis.call('XADD', events, '*', 'type', type_, 'data', data)
@@ -117,7 +123,7 @@ if completed > 0 then terminal = 'scan.completed' end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local data = cjson.encode({
-  event_id = ARGV[5], v = 1, ts = ARGV[6],
+  event_id = ARGV[5], v = tonumber(ARGV[8]), ts = ARGV[6],
   opportunities = tonumber(redis.call('HGET', fence, 'opportunities')),
   strategies_completed = completed, strategies_failed = failed,
   duration_ms = now_ms - tonumber(redis.call('HGET', fence, 'created_ms')),

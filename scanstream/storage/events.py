@@ -1,31 +1,36 @@
-"""The event store: the only module that reads or writes a scan's stream.
+"""The event store: every read and write of a scan's stream and its fence.
 
-Every Redis error is turned into `StoreUnavailable` here, at the one boundary.
+A scan is three keys under its own hash tag (`storage/keys.py`): the stream, the only
+source of truth; the fence, the coordination hash the write scripts decide with; and the
+write tokens. Writes go through one fenced Lua script each (`storage/lua/`). Python
+encodes every event body and hands each script what it needs to know of an event (its
+note, see `fence_note`), the schema version and the strategy names; the scripts never
+parse a body. They fence, count, and choose the one terminal event, whose body is the
+only one they build: its counts live in the fence alone. Reads are XRANGE pages, decoded
+with the one codec (`scanstream/events.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import anyio
-from redis import exceptions as redis_errors
+import msgspec
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.batcher import PipelineBatcher
 from scanstream.errors import StoreUnavailable
 from scanstream.events import LogEntry
-from scanstream.ids import is_scan_id, scan_created_ms
-from scanstream.keys import Keys
-from scanstream.redis_conn import text
+from scanstream.ids import scan_created_ms
+from scanstream.storage.batcher import PipelineBatcher
+from scanstream.storage.errors import store_errors
+from scanstream.storage.keys import Keys
+from scanstream.storage.replies import entries, text
+from scanstream.storage.scripts import register
 
-REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 FORGET_TIMEOUT_S = 2.0  # the running-set upkeep after an end never holds its caller longer
 
 
@@ -34,20 +39,31 @@ def new_write_token() -> str:
     return os.urandom(12).hex()
 
 
-def lua_source(name: str) -> str:
-    """A script of scanstream/lua/, by file name."""
-    return resources.files("scanstream").joinpath("lua", name).read_text()
+class _Id(msgspec.Struct):
+    id: str
 
 
-@asynccontextmanager
-async def store_errors() -> AsyncIterator[None]:
-    """Turn connection-level Redis failures into StoreUnavailable."""
-    try:
-        yield
-    except REDIS_FAULTS as exc:
-        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-    except redis_errors.BusyLoadingError as exc:
-        raise StoreUnavailable("Redis is loading its data set") from exc
+class _Found(msgspec.Struct):
+    opportunity: _Id
+
+
+class _Failed(msgspec.Struct):
+    final: bool = False
+
+
+_found = msgspec.json.Decoder(_Found)
+_failed = msgspec.json.Decoder(_Failed)
+
+
+def fence_note(type_: str, data: bytes) -> str:
+    """What the write script needs to know of an encoded event: the opportunity id of an
+    opportunity.found (the fence counts each id once per scan), "final" for a
+    strategy.failed that no retry follows (the strategy is then terminal), else ""."""
+    if type_ == "opportunity.found":
+        return _found.decode(data).opportunity.id
+    if type_ == "strategy.failed" and _failed.decode(data).final:
+        return "final"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,35 +82,17 @@ class WriteOutcome:
         return self.status == "ok"
 
 
-@dataclass(frozen=True, slots=True)
-class RunningScan:
-    """An entry of the running set with its fence's counts (`inspect`)."""
-
-    scan_id: str
-    created_ms: int
-    exists: bool  # False: expired or never created (a creation that died half-way)
-    terminal: str | None
-    total: int
-    completed: int
-    failed: int
-
-
-def _entries(raw: Any) -> list[LogEntry]:
-    """Decode a raw XRANGE reply: a list of (id, fields) in bytes."""
-    return [ev.decode_entry(entry_id, fields) for entry_id, fields in raw or ()]
-
-
 class EventStore:
     def __init__(self, redis: Redis, keys: Keys, *, retention_s: float) -> None:
         self.redis = redis
         self.keys = keys
         self.retention_s = max(1, int(retention_s))
-        self._create = redis.register_script(lua_source("create_scan.lua"))
-        self._strategy_write = redis.register_script(lua_source("strategy_write.lua"))
-        self._end = redis.register_script(lua_source("end_scan.lua"))
+        self._create = register(redis, "create_scan.lua")
+        self._strategy_write = register(redis, "strategy_write.lua")
+        self._end = register(redis, "end_scan.lua")
         # Strategy writes (and the running-set upkeep after them) made by concurrent tasks
         # in one event-loop turn share one pipelined round trip; each stays its own fenced
-        # script call (see scanstream/batcher.py).
+        # script call (see storage/batcher.py).
         self._writes = PipelineBatcher(redis)
 
     # -- writes -----------------------------------------------------------------------
@@ -114,7 +112,12 @@ class EventStore:
             pipe.zadd(self.keys.running_scans, {scan_id: created_ms}, nx=True)
             await self._create(
                 keys=[k.events, k.fence],
-                args=[ev.encode(requested), len(requested.strategies), created_ms],
+                args=[
+                    ev.encode(requested),
+                    len(requested.strategies),
+                    created_ms,
+                    *requested.strategies,
+                ],
                 client=pipe,
             )
             _, result = await pipe.execute()
@@ -173,19 +176,21 @@ class EventStore:
         k = self.keys.scan(scan_id)
         # The terminal event's id and ts: a start never ends the scan, so it needs neither.
         if mode == "start":
-            args: list[Any] = [mode, strategy, attempt, self.retention_s, "", "", token]
+            event_id, ts = "", ""
         else:
-            args = [
-                mode,
-                strategy,
-                attempt,
-                self.retention_s,
-                ev.new_event_id(),
-                ev.now_rfc3339(),
-                token,
-            ]
+            event_id, ts = ev.new_event_id(), ev.now_rfc3339()
+        args: list[Any] = [
+            mode,
+            strategy,
+            attempt,
+            self.retention_s,
+            event_id,
+            ts,
+            token,
+            ev.SCHEMA_VERSION,
+        ]
         for type_, data in pairs:
-            args += [type_, data]
+            args += [type_, data, fence_note(type_, data)]
         # A finish may end the scan, and the worker stops the runs of a scan that ended:
         # a finishing write cancelled while its reply was on the way would skip the
         # running-set upkeep below. Its reply comes within the batcher's bounded wait.
@@ -238,6 +243,7 @@ class EventStore:
             ev.now_rfc3339(),
             self.retention_s,
             reason or "",
+            ev.SCHEMA_VERSION,
         ]
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
@@ -246,7 +252,7 @@ class EventStore:
         await self._forget_running(scan_id)
         return reply
 
-    # -- the running set (deadline reaper, inspect) -----------------------------------
+    # -- the running set (storage/running.py) -----------------------------------------
 
     async def _forget_running(self, scan_id: str) -> None:
         """Best effort: the reaper removes an ended scan it still finds there anyway.
@@ -262,88 +268,6 @@ class EventStore:
                         await self._writes.command("ZREM", self.keys.running_scans, scan_id)
             except (StoreUnavailable, TimeoutError):
                 pass
-
-    async def overdue_scans(self, deadline_s: float, limit: int = 100) -> list[str]:
-        """Scans created more than `deadline_s` ago and still in the running set, oldest first."""
-        cutoff = ev.wall_ms() - int(deadline_s * 1000)
-        async with store_errors():
-            raw = await self.redis.zrangebyscore(
-                self.keys.running_scans, "-inf", cutoff, start=0, num=limit
-            )
-        return [i for i in map(text, raw) if is_scan_id(i)]
-
-    async def forget_ended_scans(self, page: int = 500, grace_s: float = 60.0) -> int:
-        """Drop every scan that has ended (or expired) from the running set; the count.
-
-        The set is kept exact by the ZREM that follows each end, but that ZREM is best
-        effort (Redis may fail right after the end was written), so each reaper round
-        sweeps the whole set: an ended scan leaves it by the next round, not at its
-        deadline. A scan whose fence does not exist yet is left alone for `grace_s` after
-        its creation (it is added to the set just before its stream is created).
-        """
-        forgotten = 0
-        start = 0
-        young = ev.wall_ms() - int(grace_s * 1000)
-        while True:
-            async with store_errors():
-                raw: Any = await self.redis.zrange(
-                    self.keys.running_scans, start, start + page - 1, withscores=True
-                )
-                rows = [(text(m), int(score)) for m, score in raw]
-                pipe = self.redis.pipeline(transaction=False)
-                for scan_id, _ in rows:
-                    if is_scan_id(scan_id):
-                        pipe.hmget(self.keys.scan(scan_id).fence, "terminal", "total")
-                    else:
-                        pipe.echo(b"malformed")
-                replies = await pipe.execute() if rows else []
-                gone = [
-                    scan_id
-                    for (scan_id, created_ms), reply in zip(rows, replies, strict=True)
-                    if reply == b"malformed"
-                    or reply[0] is not None
-                    or (reply[1] is None and created_ms < young)
-                ]
-                if gone:
-                    await self.redis.zrem(self.keys.running_scans, *gone)
-            forgotten += len(gone)
-            if len(rows) < page:
-                return forgotten
-            start += page - len(gone)
-
-    async def running_scans(self, limit: int = 1000) -> list[RunningScan]:
-        """The running set, oldest first, each with its fence's counts.
-
-        An entry can name a scan that has just ended (the reaper removes it), so each
-        scan's own fence answers whether it is really running.
-        """
-        async with store_errors():
-            raw: Any = await self.redis.zrange(
-                self.keys.running_scans, 0, limit - 1, withscores=True
-            )
-            rows = [(text(m), int(score)) for m, score in raw if is_scan_id(text(m))]
-            pipe = self.redis.pipeline(transaction=False)
-            for scan_id, _ in rows:
-                pipe.hmget(
-                    self.keys.scan(scan_id).fence, "total", "completed", "failed", "terminal"
-                )
-            replies = await pipe.execute() if rows else []
-        out: list[RunningScan] = []
-        for (scan_id, created_ms), (total, completed, failed, terminal) in zip(
-            rows, replies, strict=True
-        ):
-            out.append(
-                RunningScan(
-                    scan_id,
-                    created_ms,
-                    exists=total is not None,
-                    terminal=text(terminal) if terminal else None,
-                    total=int(total or 0),
-                    completed=int(completed or 0),
-                    failed=int(failed or 0),
-                )
-            )
-        return out
 
     async def ended_scans(self, scan_ids: Sequence[str]) -> set[str]:
         """Which of `scan_ids` have ended (or expired): one pipelined round trip.
@@ -386,13 +310,18 @@ class EventStore:
     # -- reads ------------------------------------------------------------------------
 
     async def read(
-        self, scan_id: str, after: str | None = None, count: int | None = None
+        self,
+        scan_id: str,
+        after: str | None = None,
+        count: int | None = None,
+        *,
+        inclusive: bool = False,
     ) -> list[LogEntry]:
-        """Entries after `after` (exclusive), or from the start."""
-        start = f"({after}" if after else "-"
+        """Entries after `after` (from it, when `inclusive`), or from the start."""
+        start = (after if inclusive else f"({after}") if after else "-"
         async with store_errors():
             raw = await self.redis.xrange(self.keys.events(scan_id), start, "+", count=count)
-        return _entries(raw)
+        return entries(raw)
 
     async def read_if_exists(self, scan_id: str, after: str | None) -> list[LogEntry] | None:
         """Entries after `after`, or None when the stream does not exist (never was, or expired).
@@ -412,31 +341,9 @@ class EventStore:
                 return []
         if after is not None and text(raw[0][0]) == after:
             raw = raw[1:]
-        return _entries(raw)
+        return entries(raw)
 
     async def last_entry(self, scan_id: str) -> LogEntry | None:
         async with store_errors():
             raw = await self.redis.xrevrange(self.keys.events(scan_id), "+", "-", count=1)
-        return _entries(raw)[0] if raw else None
-
-    async def ping(self) -> None:
-        async with store_errors():
-            await self.redis.ping()
-
-    async def eviction_policy(self) -> str | None:
-        """Redis's `maxmemory-policy`, or None where CONFIG is not allowed (managed Redis).
-
-        Anything but `noeviction` lets Redis evict keys with a TTL: a finished scan's log
-        could vanish before its retention ends. Callers warn at start-up.
-        """
-        async with store_errors():
-            try:
-                reply: Any = await self.redis.config_get("maxmemory-policy")
-            except redis_errors.ResponseError:
-                return None
-        value = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))
-        return text(value) if value is not None else None
-
-
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
+        return entries(raw)[0] if raw else None

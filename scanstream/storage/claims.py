@@ -1,4 +1,9 @@
-"""Claims on jobs: heartbeats for the jobs this worker runs, reclaiming jobs of dead workers."""
+"""Claims on jobs: heartbeats for the jobs a worker runs, reclaiming jobs of dead workers.
+
+Both are scripts (lua/refresh_claims.lua, lua/reclaim.lua): a bare XCLAIM could take a
+job back from the worker that reclaimed it meanwhile, and XAUTOCLAIM answers deleted
+entries differently on Redis 6.2 and 7.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,22 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from scanstream.ids import is_scan_id
-from scanstream.jobs import Job
-from scanstream.keys import JOB_GROUP, Keys
-from scanstream.redis_conn import text
-from scanstream.store import lua_source, store_errors
+from scanstream.storage.errors import store_errors
+from scanstream.storage.jobs import Job, job_from_entry
+from scanstream.storage.keys import JOB_GROUP, Keys
+from scanstream.storage.replies import text
+from scanstream.storage.scripts import register
 
 
-class Leases:
+class Claims:
+    """One consumer's claims on the job stream."""
+
     def __init__(self, redis: Redis, keys: Keys, consumer: str) -> None:
         self.redis = redis
         self.keys = keys
         self.consumer = consumer
-        self._refresh = redis.register_script(lua_source("refresh_claims.lua"))
-        self._reclaim = redis.register_script(lua_source("reclaim.lua"))
+        self._refresh = register(redis, "refresh_claims.lua")
+        self._reclaim = register(redis, "reclaim.lua")
 
     async def refresh(self, entry_ids: Sequence[str]) -> set[str]:
         """Reset the idle time of jobs this consumer still owns; returns the ids it lost."""
@@ -59,15 +66,3 @@ class Leases:
                 if start == "0-0":
                     break
         return jobs, dead
-
-
-def job_from_entry(
-    entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1
-) -> Job | None:
-    """A Job, or None for an entry without a usable body."""
-    if not fields or b"scan_id" not in fields or b"strategy" not in fields:
-        return None
-    scan_id = fields[b"scan_id"].decode(errors="replace")
-    if not is_scan_id(scan_id):
-        return None
-    return Job(text(entry_id), scan_id, fields[b"strategy"].decode(errors="replace"), deliveries)

@@ -7,8 +7,8 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from scanstream.redis_conn import client
 from scanstream.settings import Settings
+from scanstream.storage.connection import client
 
 pytestmark = pytest.mark.anyio
 

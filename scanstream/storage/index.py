@@ -11,14 +11,23 @@ returned) is all it takes to resume.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
+from scanstream.events import wall_ms
 from scanstream.ids import is_scan_id, scan_created_ms
-from scanstream.keys import Keys
-from scanstream.store import digest, store_errors
+from scanstream.storage.errors import store_errors
+from scanstream.storage.keys import Keys
+
+
+def digest(value: str) -> str:
+    """A client's idempotency key as a fixed-size part of a key name."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def _ids(raw: Sequence[Any]) -> list[str]:
@@ -37,12 +46,16 @@ class ScanIndex:
         # Nothing listed can outlive this: a scan ends by its deadline, then expires.
         self.ttl_s = max(1, int(ttl_s))
 
-    def add_into(self, pipe: object, user_id: str, scan_id: str, now_ms: int) -> None:
-        """On a caller's pipeline: list the scan, and trim what must have expired."""
+    def listing(self, user_id: str, scan_id: str) -> Listing:
+        """The scan, to be listed for its user along with its jobs (`JobQueue.enqueue`)."""
+        return Listing(self, user_id, scan_id)
+
+    def add_into(self, pipe: Pipeline, user_id: str, scan_id: str, now_ms: int) -> None:
+        """On a pipeline of the storage layer: list the scan, and trim what must have expired."""
         key = self.keys.user_scans(user_id)
-        pipe.zadd(key, {scan_id: scan_created_ms(scan_id)})  # type: ignore[attr-defined]
-        pipe.zremrangebyscore(key, "-inf", f"({now_ms - self.ttl_s * 1000}")  # type: ignore[attr-defined]
-        pipe.expire(key, self.ttl_s)  # type: ignore[attr-defined]
+        pipe.zadd(key, {scan_id: scan_created_ms(scan_id)})
+        pipe.zremrangebyscore(key, "-inf", f"({now_ms - self.ttl_s * 1000}")
+        pipe.expire(key, self.ttl_s)
 
     async def page(self, user_id: str, cursor: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` ids older than `cursor` (or the newest), newest first, and whether
@@ -92,3 +105,15 @@ class ScanIndex:
     async def replace(self, user_id: str, key: str, scan_id: str) -> None:
         async with store_errors():
             await self.redis.set(self._idem(user_id, key), scan_id, ex=self.ttl_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A scan to list for its user, in the same round trip as another write."""
+
+    index: ScanIndex
+    user_id: str
+    scan_id: str
+
+    def add_into(self, pipe: Pipeline) -> None:
+        self.index.add_into(pipe, self.user_id, self.scan_id, wall_ms())
