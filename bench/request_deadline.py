@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from bench import status_reads
-from bench.harness import USER, Bench, Proc, Row, bearer, load, running, say
-from bench.status_reads import CONNECTIONS, THREADS, best, make_finished_scan, measure
+from bench.harness import USER, Bench, Proc, Row, bearer, running, say
+from bench.status_reads import best, load_status, make_finished_scan, measure
 
 NAME = "request_deadline"
 SHIPPED, OFF, BEFORE = "deadline 2 s (as shipped)", "deadline off", "before issue 8"
@@ -149,14 +149,7 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
         scan = make_finished_scan(b, next(iter(procs.values())), headers)
         urls = {name: f"{p.url}/v1/scans/{scan['scan_id']}" for name, p in procs.items()}
         for url in urls.values():  # warm-up
-            load(
-                b.loadgen,
-                url,
-                connections=CONNECTIONS,
-                threads=THREADS,
-                duration_s=1.0,
-                headers=headers,
-            )
+            load_status(b, url, headers)
         for n in range(rounds):
             for name in list(procs) if n % 2 == 0 else reversed(list(procs)):
                 proc = procs[name]

@@ -133,6 +133,18 @@ def _short(params: dict[str, Any] | None) -> str:
     )
 
 
+def load_status(b: Bench, url: str, headers: dict[str, str], seconds: float = 1.0) -> Load:
+    """`CONNECTIONS` clients on `url` for `seconds`: a measured run, or a warm-up."""
+    return load(
+        b.loadgen,
+        url,
+        connections=CONNECTIONS,
+        threads=THREADS,
+        duration_s=seconds,
+        headers=headers,
+    )
+
+
 def measure(
     b: Bench, proc: Proc, url: str, headers: dict[str, str], duration_s: float
 ) -> dict[str, Any]:
@@ -141,14 +153,7 @@ def measure(
     with b.redis() as r:
         before = RedisCounters.snapshot(r)
         with CpuMeter([proc.pid, b.redis_proc.process.pid]) as cpu:
-            result: Load = load(
-                b.loadgen,
-                url,
-                connections=CONNECTIONS,
-                threads=THREADS,
-                duration_s=duration_s,
-                headers=headers,
-            )
+            result: Load = load_status(b, url, headers, duration_s)
         delta = RedisCounters.snapshot(r).since(before)
     requests = max(1, result.requests)
     server_cpu = cpu.shares[0]
@@ -256,14 +261,7 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
             bare_url = f"{bare.url}{bare_app.PATH}"
             targets = {"bare": (bare, bare_url), "api": (api, status_url)}
             for _proc, url in targets.values():
-                load(
-                    b.loadgen,
-                    url,
-                    connections=CONNECTIONS,
-                    threads=THREADS,
-                    duration_s=warm,
-                    headers=headers,
-                )
+                load_status(b, url, headers, warm)
             runs: dict[str, list[dict[str, Any]]] = {"bare": [], "api": []}
             # Interleaved rounds, so drifting load hits both alike; a second round only
             # when other processes competed for the CPU during the first.
@@ -291,14 +289,7 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
             try:
                 with running(variant):
                     url = f"{variant.url}/v1/scans/{target['scan_id']}"
-                    load(
-                        b.loadgen,
-                        url,
-                        connections=CONNECTIONS,
-                        threads=THREADS,
-                        duration_s=warm,
-                        headers=headers,
-                    )
+                    load_status(b, url, headers, warm)
                     say(f"  variant {name} ({target['events']}-event log) ...")
                     result = measure(b, variant, url, headers, duration)
                     out["variants"][name] = {**result, "events": target["events"]}
@@ -343,14 +334,7 @@ def what_if(
     with running(*procs.values()):
         urls = {name: f"{p.url}/v1/scans/{scan['scan_id']}" for name, p in procs.items()}
         for url in urls.values():
-            load(
-                b.loadgen,
-                url,
-                connections=CONNECTIONS,
-                threads=THREADS,
-                duration_s=1.0,
-                headers=headers,
-            )
+            load_status(b, url, headers)
         for n in range(rounds):
             for name, proc in procs.items():
                 say(f"  what-if round {n + 1}/{rounds}: {name} ...")

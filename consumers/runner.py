@@ -165,7 +165,7 @@ class JobRunner:
             elif result.error is not None:
                 return await self._failed(run, attempt, result.error, result.pending, began)
             else:
-                return await self._completed(run, attempt, result.pending, result, began)
+                return await self._completed(run, attempt, result, began)
         if scope.cancelled_caught and run.stop_reason is None:
             return await self._failed(run, attempt, _timeout(timeout), [], began)
         # Stopped: the scan ended (acknowledge) or another worker owns the job (leave it).
@@ -174,9 +174,7 @@ class JobRunner:
         self._log_stop(run, reason, extra)
         return reason != "lost"
 
-    async def _completed(
-        self, run: Run, attempt: int, pending: Pairs, result: AttemptResult, began: float
-    ) -> bool:
+    async def _completed(self, run: Run, attempt: int, result: AttemptResult, began: float) -> bool:
         job = run.job
         extra = self._extra(job, attempt)
         completed = ev.stamp(
@@ -186,7 +184,9 @@ class JobRunner:
             opportunities=result.found_count,
             duration_ms=int((time.monotonic() - began) * 1000),
         )
-        outcome = await self._write(run, "finish", attempt, [*pending, *ev.pairs([completed])])
+        outcome = await self._write(
+            run, "finish", attempt, [*result.pending, *ev.pairs([completed])]
+        )
         metrics.DURATION.labels(self.labels(job.strategy), "completed").observe(
             time.monotonic() - began
         )

@@ -207,3 +207,29 @@ async def test_a_finish_sent_again_with_its_token_counts_once(store: EventStore)
     )
     assert other.status == "ended"
     assert await store.redis.ttl(store.keys.scan(scan_id).writes) > 0  # expires with the scan
+
+
+async def test_a_strategy_that_cancels_itself_on_a_thread_fails_its_attempt_only() -> None:
+    """Given thread isolation and a strategy that raises CancelledError on its own, its
+    attempt ends as a failure (retried like any error), and the executor serves the next
+    attempt: the worker is not taken down."""
+    import asyncio
+
+    from consumers.isolation.attempt import AttemptSpec
+    from consumers.isolation.threads import ThreadExecutor
+
+    async def cancels_itself(ctx: StrategyContext) -> None:
+        raise asyncio.CancelledError
+
+    async def write(pairs: object) -> str:
+        return "ok"
+
+    executor = ThreadExecutor(lambda params: None)
+    spec = AttemptSpec("scan_" + "0" * 32, "x", 1, {})
+    try:
+        failed = await executor.run(Strategy("x", "", cancels_itself), spec, write)
+        fine = await executor.run(Strategy("x", "", _noop), spec, write)
+    finally:
+        await executor.aclose()
+    assert failed.error is not None and failed.error.type == "CancelledError"
+    assert fine.error is None and fine.stopped is None

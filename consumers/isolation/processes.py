@@ -122,7 +122,13 @@ class ProcessExecutor:
         self._idle.extend(started)
 
     async def run(self, strategy: Strategy, spec: AttemptSpec, write: WriteFn) -> AttemptResult:
-        child = self._idle.pop() if self._idle else await StrategyProcess.spawn(self.settings)
+        try:
+            child = self._idle.pop() if self._idle else await StrategyProcess.spawn(self.settings)
+        except (ProcessCrashed, OSError, TimeoutError) as exc:  # the attempt fails, not the worker
+            log.error("no strategy process could be started: %s", exc)
+            return AttemptResult(
+                error=ev.ErrorInfo(type="StrategyCrashed", message=f"no strategy process: {exc}")
+            )
         healthy = False
         try:
             result = await self._attempt(child, spec, write)

@@ -35,7 +35,13 @@ import anyio
 
 from consumers import metrics
 from consumers.context import Pairs, RunContext, WriteFn
-from consumers.isolation.attempt import AttemptResult, AttemptSpec, context_for, run_attempt
+from consumers.isolation.attempt import (
+    AttemptResult,
+    AttemptSpec,
+    context_for,
+    error_info,
+    run_attempt,
+)
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")
@@ -168,8 +174,9 @@ class ThreadExecutor:
         finally:
             if not worker.retired:
                 self._idle.append(worker)
-        if handoff.result is None:  # HardStop landed, or the task was cancelled
-            raise RuntimeError(f"strategy thread ended the attempt with {handoff.error!r}")
+        if handoff.result is None:  # the strategy cancelled itself: its attempt fails
+            error = handoff.error or RuntimeError("the strategy's thread ended its attempt")
+            return AttemptResult(found_count=handoff.context.found_count, error=error_info(error))
         return handoff.result
 
     async def _stop(self, worker: StrategyThread, handoff: _Handoff) -> None:
