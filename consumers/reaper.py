@@ -29,7 +29,6 @@ from consumers import metrics
 from scanstream.errors import StoreUnavailable
 from scanstream.settings import Settings
 from scanstream.storage.connection import Storage
-from scanstream.storage.keys import JOB_GROUP
 
 log = logging.getLogger("scanstream.reaper")
 OVERDUE_BATCH = 100
@@ -110,8 +109,6 @@ class Reaper:
 
     async def _gauges(self) -> None:
         info = await self.job_info.stream_info(lag_cap=LAG_GAUGE_CAP)
-        for group in info.groups:
-            if group.name == JOB_GROUP:
-                metrics.PENDING.set(group.pending)
-                if group.lag is not None:
-                    metrics.LAG.set(group.lag)
+        metrics.PENDING.set(info.pending)
+        if info.lag is not None:
+            metrics.LAG.set(info.lag)

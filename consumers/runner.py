@@ -309,7 +309,7 @@ class JobRunner:
         extra: dict[str, Any] = {
             "scan_id": job.scan_id,
             "strategy": job.strategy,
-            "job_id": job.entry_id,
+            "job_id": job.id,
             "worker": self.worker_name,
         }
         if attempt is not None:

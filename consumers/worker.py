@@ -1,7 +1,7 @@
 """The strategy consumer process: reads jobs from the consumer group and runs N at a time.
 
 Small loops share one task group:
-- read:      XREADGROUP new jobs whenever a slot is free;
+- read:      one reader per job partition: XREADGROUP new jobs whenever a slot is free;
 - heartbeat: keep the claim on running jobs alive, stop runs whose claim was taken;
 - reclaim:   take over jobs idle past `claim_idle_ms` (their worker died);
 - watch:     stop runs whose scan has ended (cancelled, deadline), within ~0.2 s;
@@ -79,8 +79,8 @@ class Worker:
         )
         self.reaper = Reaper(self.storage, settings, self.name)
         self.inflight: dict[str, Run] = {}
-        self._slot_freed = anyio.Event()
-        self._slots_wanted = 1  # free slots that wake `_wait_for_slot`
+        self._reserved = 0  # slots asked for by reads still out (see _partition_reader)
+        self._run_ended = anyio.Event()  # set (and replaced) whenever a run ends
         self._acks: list[str] = []
         self._acks_ready = anyio.Event()
         self._draining = False
@@ -114,51 +114,73 @@ class Worker:
         self._draining = True
         with anyio.move_on_after(grace_s):
             while self.inflight:
-                await self._wait_for_slot(timeout_s=0.5)
+                await self._run_ended.wait()
         await self._flush_acks()
         self._tg.cancel_scope.cancel()
 
     # -- loops -------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for partition in range(self.jobs.partitions):
+                tg.start_soon(self._partition_reader, partition)
+
+    async def _partition_reader(self, partition: int) -> None:
+        """Take jobs of one partition while slots are free.
+
+        Every partition has a reader, so none waits behind another's backlog. A reader
+        whose partition had work reads again at once, without blocking, for its share of
+        the free slots, which it reserves while the read is out: busy partitions split
+        the slots between them. A reader whose partition was empty blocks for one job,
+        reserving nothing: idle partitions hold no slot from busy ones. So a worker may
+        start up to one job per idle partition beyond `--concurrency` when they all get
+        one at once.
+        """
         backoff = _Backoff()
-        gather = max(1, self.concurrency // 4)
+        share = -(-self.concurrency // self.jobs.partitions)
+        gather = max(1, min(share, self.concurrency // 4))
+        busy = False
         # After a failed read, first re-read this consumer's own pending jobs ("0"): a read
         # that Redis served but whose reply was lost (the connection broke, Redis restarted
         # from its AOF) delivered jobs to us that we never saw. Without this they would
         # wait a claim idle time for the reclaim loop.
         position = ">"
         while not self._draining:
-            free = self.concurrency - len(self.inflight)
-            if free <= 0:
-                await self._wait_for_slot()
+            if self._free() <= 0:
+                await self._wait_for_free(1)
                 continue
-            if free < gather:
-                await self._wait_for_slot(timeout_s=READ_GATHER_S, wanted=gather)
-                if self._draining:
-                    break
-                free = self.concurrency - len(self.inflight)
+            if busy and self._free() < gather:
+                await self._wait_for_free(gather, timeout_s=READ_GATHER_S)
+                if self._draining or self._free() <= 0:
+                    continue
+            count = min(self._free(), share) if busy or position != ">" else 1
+            reserved = count if busy else 0
+            self._reserved += reserved
             try:
                 delivered = await self.jobs.read(
+                    partition,
                     self.name,
-                    free,
+                    count,
                     position=position,
-                    block_ms=READ_BLOCK_MS if position == ">" else None,
+                    block_ms=READ_BLOCK_MS if position == ">" and not busy else None,
                 )
             except StoreUnavailable as exc:
                 metrics.REDIS_ERRORS.labels("read").inc()
-                position = "0"
+                position, busy = "0", False
                 await backoff.wait(exc)
                 continue
-            except GroupMissing:  # Redis lost its data (no AOF): recreate the group
+            except GroupMissing:  # Redis lost its data (no AOF): recreate the groups
                 await self._ensure_group_with_retry()
                 continue
+            finally:
+                self._reserved -= reserved
             backoff.reset()
             for job_id, job in delivered:
                 if job_id not in self.inflight:
                     self._start(job_id, job)
             if position != ">":  # page through our pending jobs, then back to new ones
-                position = delivered[-1][0] if delivered else ">"
+                position = delivered[-1][0].partition("/")[2] if delivered else ">"
+            busy = bool(delivered)
 
     def _start(self, job_id: str, job: Job | None) -> None:
         if job is None:
@@ -175,13 +197,13 @@ class Worker:
             # restart delays the job, it never leaves it for another worker to reclaim.
             ack = await self.runner.run_job(run)
         finally:
-            self.inflight.pop(run.job.entry_id, None)
+            self.inflight.pop(run.job.id, None)
             metrics.INFLIGHT.dec()
-            if self.concurrency - len(self.inflight) >= self._slots_wanted or self._draining:
-                self._slot_freed.set()
+            self._run_ended.set()
+            self._run_ended = anyio.Event()
         if ack:
             self.jobs_done += 1
-            self._ack(run.job.entry_id)
+            self._ack(run.job.id)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -192,14 +214,14 @@ class Worker:
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("heartbeat").inc()
                 continue
-            for entry_id in lost:
-                run = self.inflight.get(entry_id)
+            for job_id in lost:
+                run = self.inflight.get(job_id)
                 if run is not None and run.stop_reason is None:
                     metrics.CLAIMS_LOST.inc()
                     extra: dict[str, Any] = {
                         "scan_id": run.job.scan_id,
                         "strategy": run.job.strategy,
-                        "job_id": entry_id,
+                        "job_id": job_id,
                         "worker": self.name,
                     }
                     if run.attempt is not None:
@@ -213,7 +235,7 @@ class Worker:
         interval = max(0.05, self.settings.claim_idle_ms / 2000)
         while not self._draining:
             await anyio.sleep(interval)
-            free = self.concurrency - len(self.inflight)
+            free = self._free()
             if free <= 0 or self._draining:
                 continue
             try:
@@ -221,12 +243,12 @@ class Worker:
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("reclaim").inc()
                 continue
-            for entry_id in dead:
+            for job_id in dead:
                 metrics.UNUSABLE_JOBS.labels("no body").inc()
                 log.warning(
-                    "pending job without a usable body acknowledged", extra={"job_id": entry_id}
+                    "pending job without a usable body acknowledged", extra={"job_id": job_id}
                 )
-                self._ack(entry_id)
+                self._ack(job_id)
             for job in jobs:
                 metrics.RECLAIMS.inc()
                 log.info(
@@ -235,16 +257,16 @@ class Worker:
                     extra={
                         "scan_id": job.scan_id,
                         "strategy": job.strategy,
-                        "job_id": job.entry_id,
+                        "job_id": job.id,
                     },
                 )
                 self._start_job(job)
 
     def _start_job(self, job: Job) -> None:
-        if job.entry_id in self.inflight:
+        if job.id in self.inflight:
             return
         run = Run(job)
-        self.inflight[job.entry_id] = run
+        self.inflight[job.id] = run
         metrics.INFLIGHT.inc()
         self._tg.start_soon(self._run, run)
 
@@ -271,12 +293,12 @@ class Worker:
 
     async def _still_owned(self, job: Job) -> bool:
         """An owner-checked claim refresh of one job (also resets its idle time)."""
-        return job.entry_id not in await self.claims.refresh([job.entry_id])
+        return job.id not in await self.claims.refresh([job.id])
 
     # -- acknowledgements and dead letters --------------------------------------------
 
-    def _ack(self, entry_id: str) -> None:
-        self._acks.append(entry_id)
+    def _ack(self, job_id: str) -> None:
+        self._acks.append(job_id)
         self._acks_ready.set()
 
     async def _ack_loop(self) -> None:
@@ -300,7 +322,7 @@ class Worker:
     async def _dead_letter(self, job: Job, attempts: int, error: ev.ErrorInfo) -> None:
         await self.storage.dead_letters.add(
             {
-                "job_id": job.entry_id,
+                "job_id": job.id,
                 "scan_id": job.scan_id,
                 "strategy": job.strategy,
                 "attempts": attempts,
@@ -317,19 +339,20 @@ class Worker:
                 "scan_id": job.scan_id,
                 "strategy": job.strategy,
                 "attempt": attempts,
-                "job_id": job.entry_id,
+                "job_id": job.id,
             },
         )
 
     # -- helpers -----------------------------------------------------------------------
 
-    async def _wait_for_slot(self, timeout_s: float = 1.0, wanted: int = 1) -> None:
-        """Until `wanted` slots are free (or `timeout_s` passes); draining: until a run ends."""
-        self._slots_wanted = wanted
-        self._slot_freed = anyio.Event()
-        if self.concurrency - len(self.inflight) < wanted or self._draining:
-            with anyio.move_on_after(timeout_s):
-                await self._slot_freed.wait()
+    def _free(self) -> int:
+        return self.concurrency - len(self.inflight) - self._reserved
+
+    async def _wait_for_free(self, wanted: int, timeout_s: float = 1.0) -> None:
+        """Until `wanted` slots are free, `timeout_s` passes or the worker drains."""
+        with anyio.move_on_after(timeout_s):
+            while self._free() < wanted and not self._draining:
+                await self._run_ended.wait()
 
     async def _check_eviction_policy(self) -> None:
         try:

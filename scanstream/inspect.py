@@ -277,12 +277,14 @@ def _secs(ms: int) -> str:
 
 def _render_groups(info: JobStreamInfo) -> None:
     table = _table(
-        f"job stream: {info.length} entries",
-        ["group", "consumers", "pending", "lag", "last delivered"],
+        f"job streams: {info.length} entries",
+        ["partition", "group", "consumers", "pending", "lag", "last delivered"],
     )
     for g in info.groups:
         lag = "?" if g.lag is None else f"{g.lag}{'+' if g.lag_capped else ''}"
-        table.add_row(g.name, str(g.consumers), str(g.pending), lag, g.last_delivered_id)
+        table.add_row(
+            str(g.partition), g.name, str(g.consumers), str(g.pending), lag, g.last_delivered_id
+        )
     _print(table)
     consumers = _table("consumers", ["name", "pending", "idle"])
     for c in info.consumers:

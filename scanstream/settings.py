@@ -24,6 +24,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1/true or 0/false, got {value!r}")
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     value = _float(env, name, default)
     if value != int(value):
@@ -34,6 +43,14 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None  # None: the embedded Redis (dev only)
+    # The URL is a seed node of a Redis Cluster (redis-py's RedisCluster client).
+    redis_cluster: bool = False
+    # The job stream is split into this many partitions, each its own hash slot and
+    # consumer group; a scan's jobs all go to one (storage/partitions.py).
+    job_partitions: int = 8
+    # A terminal or finding write counts only once this many replicas have it (Redis
+    # WAIT): what a failover can lose in its window, at a measured cost (0: do not wait).
+    durable_replicas: int = 0
     secret: str | None = None
     prefix: str = "scanstream"
     strategy_modules: tuple[str, ...] = ()
@@ -106,8 +123,17 @@ class Settings:
         log_format = env.get("SCANSTREAM_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError("SCANSTREAM_LOG_FORMAT must be text or json")
+        partitions = _int(env, "SCANSTREAM_JOB_PARTITIONS", 8)
+        if not 1 <= partitions <= 256:
+            raise ConfigError("SCANSTREAM_JOB_PARTITIONS must be between 1 and 256")
+        durable_replicas = _int(env, "SCANSTREAM_DURABLE_REPLICAS", 0)
+        if durable_replicas < 0:
+            raise ConfigError("SCANSTREAM_DURABLE_REPLICAS must be 0 or more")
         return cls(
             redis_url=url,
+            redis_cluster=_flag(env, "SCANSTREAM_REDIS_CLUSTER"),
+            job_partitions=partitions,
+            durable_replicas=durable_replicas,
             secret=env.get("SCANSTREAM_SECRET") or None,
             prefix=prefix,
             strategy_modules=modules,

@@ -33,23 +33,19 @@ import anyio
 import anyio.lowlevel
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeout
+
+from scanstream.storage.scripts import Call, pipelined
 
 MAX_BATCH = 128  # a fuller batch is sent at once; the next call opens a new one
 REPLY_TIMEOUT_S = 10.0
-
-
-# (the script, or None for a plain command; the command's arguments, for a script its
-# numkeys, keys and args)
-_Call = tuple[AsyncScript | None, tuple[Any, ...]]
 
 
 class _Batch:
     __slots__ = ("calls", "done", "replies")
 
     def __init__(self) -> None:
-        self.calls: list[_Call] = []
+        self.calls: list[Call] = []
         self.replies: list[Any] = []
         self.done = anyio.Event()
 
@@ -109,27 +105,6 @@ class PipelineBatcher:
                 batch.replies = [RuntimeError("batch not sent")] * len(batch.calls)
             batch.done.set()
 
-    async def _execute(self, calls: list[_Call]) -> list[Any]:
-        """One pipeline; replies in call order, a command's own error in its place."""
-        replies = await self._pipeline(calls)
-        # NOSCRIPT (Redis restarted or flushed its script cache): the script did not run;
-        # load it and send those calls again.
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            for script in {calls[i][0] for i in missing}:
-                if script is not None:
-                    script.sha = await self.redis.script_load(script.script)
-            again = await self._pipeline([calls[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
+    async def _execute(self, calls: list[Call]) -> list[Any]:
         self.round_trips += 1
-        pipe = self.redis.pipeline(transaction=False)
-        for script, args in calls:
-            if script is None:
-                pipe.execute_command(*args)
-            else:
-                pipe.evalsha(script.sha, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        return await pipelined(self.redis, calls, strict=False)

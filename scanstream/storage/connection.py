@@ -20,20 +20,31 @@
 - Blocking reads (XREAD / XREADGROUP with BLOCK) get their own client, so a long BLOCK
   never trips a socket timeout meant for short commands (redis-py#3138): `Storage` opens
   it for the job reads (`blocking_reads`) and for each tail reader.
+- Redis Cluster (`SCANSTREAM_REDIS_CLUSTER`): the URL is a seed node, and the client is
+  redis-py's `RedisCluster`, which learns the slot map, follows MOVED and ASK, and
+  retries TRYAGAIN and CLUSTERDOWN. It has the same command API, so every part of the
+  storage layer takes either client; every command and script names keys of one slot
+  (`keys.py`). Its retries are bounded (`CLUSTER_RETRY`: about 2 s in all, enough for a
+  slot migration's redirects, not for a failover): past them the call is
+  `StoreUnavailable` (`errors.py`) and the caller's own retry takes over, as when a
+  single Redis restarts. Its connection pools do not wait when full: they are sized so
+  that they need not (per node, as many as the caller's pool).
 """
 
 from __future__ import annotations
 
 import socket
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from scanstream.errors import StoreUnavailable
 from scanstream.settings import Settings
 from scanstream.storage.claims import Claims
 from scanstream.storage.dead_letters import DeadLetters
@@ -51,7 +62,6 @@ from scanstream.storage.tail import TailReader
 from scanstream.storage.upkeep import Upkeep
 
 CONNECT_TIMEOUT_S = 2.0
-BLOCKING_POOL_SIZE = 2  # the job reads' own client
 
 
 def retry_once() -> Retry:
@@ -59,7 +69,32 @@ def retry_once() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
-def client(url: str, *, max_connections: int = 64) -> Redis:
+def cluster_retry() -> Retry:
+    """Redirect and cluster-state errors: retried with a short backoff, ~2 s in all."""
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), 6)
+
+
+def client(url: str, *, max_connections: int = 64, cluster: bool = False) -> Redis:
+    """A client of one Redis, or (`cluster`) of the Redis Cluster `url` is a node of.
+
+    Both are typed `Redis`: RedisCluster serves the same commands, and the few places
+    that must tell them apart ask `is_cluster`.
+    """
+    if cluster:
+        return cast(
+            Redis,
+            RedisCluster.from_url(
+                url,
+                max_connections=max_connections,
+                decode_responses=False,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=None,
+                socket_keepalive=True,
+                health_check_interval=30,
+                retry=cluster_retry(),
+                require_full_coverage=True,
+            ),
+        )
     pool = WaitingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -72,6 +107,10 @@ def client(url: str, *, max_connections: int = 64) -> Redis:
         retry_on_error=[RedisConnectionError],
     )
     return Redis.from_pool(pool)  # the client owns its pool and closes it
+
+
+def is_cluster(redis: object) -> bool:
+    return isinstance(redis, RedisCluster)
 
 
 def answers_ping(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
@@ -108,7 +147,7 @@ class Storage:
     ) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = Keys(settings.prefix, settings.job_partitions)
         self.url = url or settings.redis_url
         self._blocking = blocking
         self._owned: list[Redis] = []
@@ -122,12 +161,19 @@ class Storage:
         max_connections: int = 64,
         blocking_reads: bool = False,
     ) -> Storage:
-        """Open the clients: the hot pool, and with `blocking_reads` one for job reads."""
+        """Open the clients: the hot pool, and with `blocking_reads` one for job reads
+        (on a cluster, each pool's size is per node)."""
         url = url or settings.redis_url
         if not url:
             raise ValueError("Storage.connect needs a Redis URL (settings.redis_url)")
-        redis = client(url, max_connections=max_connections)
-        blocking = client(url, max_connections=BLOCKING_POOL_SIZE) if blocking_reads else None
+        cluster = settings.redis_cluster
+        redis = client(url, max_connections=max_connections, cluster=cluster)
+        # One blocking read per job partition at a time (consumers/worker.py).
+        blocking = (
+            client(url, max_connections=settings.job_partitions + 1, cluster=cluster)
+            if blocking_reads
+            else None
+        )
         storage = cls(redis, settings, blocking=blocking, url=url)
         storage._owned = [redis] if blocking is None else [redis, blocking]
         return storage
@@ -173,11 +219,22 @@ class Storage:
         """A reader of many streams on a connection of its own (closed by its `aclose`)."""
         if not self.url:
             raise ValueError("a tail reader needs the Redis URL (Storage(url=...))")
-        return TailReader(client(self.url, max_connections=1), self.redis, self.keys)
+        tail = client(self.url, max_connections=1, cluster=self.settings.redis_cluster)
+        return TailReader(tail, self.redis, self.keys)
 
     async def ping(self) -> None:
+        """Redis answers; on a cluster, it reports `cluster_state:ok` and every master
+        answers (a master down and not yet replaced leaves some scans unreachable)."""
         async with store_errors():
-            await self.redis.ping()
+            if not is_cluster(self.redis):
+                await self.redis.ping()
+                return
+            cluster = cast(RedisCluster, self.redis)
+            info: Any = await cluster.cluster_info()
+            state = text(info.get("cluster_state", info.get(b"cluster_state", b"")))
+            if state != "ok":
+                raise StoreUnavailable(f"the Redis Cluster's state is {state or 'unknown'}")
+            await cluster.ping(target_nodes=RedisCluster.PRIMARIES)
 
     async def eviction_policy(self) -> str | None:
         """Redis's `maxmemory-policy`, or None where CONFIG is not allowed (managed Redis).
@@ -187,7 +244,12 @@ class Storage:
         """
         async with store_errors():
             try:
-                reply: Any = await self.redis.config_get("maxmemory-policy")
+                if is_cluster(self.redis):  # the masters are assumed to be configured alike
+                    cluster = cast(RedisCluster, self.redis)
+                    node = cluster.get_default_node()
+                    reply: Any = await cluster.config_get("maxmemory-policy", target_nodes=node)
+                else:
+                    reply = await self.redis.config_get("maxmemory-policy")
             except ResponseError:
                 return None
         value = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))

@@ -5,6 +5,11 @@ reset, timed out, Redis still loading its data) becomes `StoreUnavailable`, whic
 API answers with `503` and the worker waits out. A reply error (a script's own error,
 WRONGTYPE, NOGROUP) is not a store outage and is left to the module that sent the
 command, which knows what it means.
+
+On a Redis Cluster, a slot on the move (MOVED, ASK), a migration under way (TRYAGAIN),
+a failover (CLUSTERDOWN, a slot no node serves, no node answering) are outages too:
+redis-py's cluster client has retried them for a while already (storage/connection.py),
+and what is left is the caller's to wait out, as a restart of a single Redis is.
 """
 
 from __future__ import annotations
@@ -17,11 +22,19 @@ from redis import exceptions as redis_errors
 from scanstream.errors import StoreUnavailable
 
 REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+CLUSTER_FAULTS = (
+    redis_errors.AskError,  # MovedError is one
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.RedisClusterUnreachableError,
+)
 # redis-py's own connection-level errors: what a call that escaped `store_errors` raises
 # (the API still answers them with 503, as a last resort).
 CLIENT_FAULTS: tuple[type[Exception], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
+    *CLUSTER_FAULTS,
 )
 
 
@@ -34,3 +47,5 @@ async def store_errors() -> AsyncIterator[None]:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     except redis_errors.BusyLoadingError as exc:
         raise StoreUnavailable("Redis is loading its data set") from exc
+    except CLUSTER_FAULTS as exc:
+        raise StoreUnavailable(f"the Redis Cluster cannot serve the slot now: {exc}") from exc

@@ -29,7 +29,7 @@ from scanstream.storage.batcher import PipelineBatcher
 from scanstream.storage.errors import store_errors
 from scanstream.storage.keys import Keys
 from scanstream.storage.replies import entries, text
-from scanstream.storage.scripts import register
+from scanstream.storage.scripts import pipelined, register, script_call
 
 FORGET_TIMEOUT_S = 2.0  # the running-set upkeep after an end never holds its caller longer
 
@@ -101,26 +101,20 @@ class EventStore:
         """Append scan.requested (once). Returns its entry id, or None if it already existed.
 
         In the same round trip, and before the scan exists, the scan joins the running set
-        (`keys.running_scans`) that the deadline reaper sweeps: a caller that dies right
-        after this call, before queueing the jobs, still leaves a scan that ends by its
-        deadline instead of one that stays `queued` for ever.
+        of its partition (`PartitionKeys.running`) that the deadline reaper sweeps: a
+        caller that dies right after this call, before queueing the jobs, still leaves a
+        scan that ends by its deadline instead of one that stays `queued` for ever.
         """
         k = self.keys.scan(scan_id)
         created_ms = scan_created_ms(scan_id)
+        running = self.keys.partition_of(scan_id).running
+        args = [ev.encode(requested), len(requested.strategies), created_ms]
+        calls = [
+            (None, ("ZADD", running, "NX", created_ms, scan_id)),
+            script_call(self._create, [k.events, k.fence], [*args, *requested.strategies]),
+        ]
         async with store_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zadd(self.keys.running_scans, {scan_id: created_ms}, nx=True)
-            await self._create(
-                keys=[k.events, k.fence],
-                args=[
-                    ev.encode(requested),
-                    len(requested.strategies),
-                    created_ms,
-                    *requested.strategies,
-                ],
-                client=pipe,
-            )
-            _, result = await pipe.execute()
+            _, result = await pipelined(self.redis, calls)
         return None if result == b"exists" else result.decode()
 
     async def start_strategy(
@@ -265,7 +259,8 @@ class EventStore:
             try:
                 async with store_errors():
                     with anyio.fail_after(FORGET_TIMEOUT_S):
-                        await self._writes.command("ZREM", self.keys.running_scans, scan_id)
+                        running = self.keys.partition_of(scan_id).running
+                        await self._writes.command("ZREM", running, scan_id)
             except (StoreUnavailable, TimeoutError):
                 pass
 

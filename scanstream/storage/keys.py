@@ -2,15 +2,27 @@
 
 Per-scan keys carry the hash tag `{scan_id}` so they live in one cluster slot, can be
 updated atomically by one Lua script, and expire together.
+
+The job queue is split into partitions (`SCANSTREAM_JOB_PARTITIONS`). Each partition is
+its own hash tag, holding its job stream (with its consumer group), its dead letters and
+its running set, so every command and script on a partition touches one slot. A scan's
+jobs all go to one partition, chosen from its id alone (`partition_of`). The tags are
+picked so that partition i's slot falls in the i-th equal share of the 16,384 slots:
+partitions spread evenly over the masters of a cluster whose slots are split evenly
+(as `redis-cli --cluster create` splits them), instead of where CRC16 happens to put them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, cached_property
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from scanstream.ids import is_scan_id, is_user_id
 
 JOB_GROUP = "strategy-workers"
+DEFAULT_PARTITIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +33,51 @@ class ScanKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    index: int
+    jobs: str  # the partition's job stream, read by the JOB_GROUP consumer group
+    dead_letters: str  # jobs whose strategy failed for good: a record for operators
+    # Sorted set of scans that may still be running, scored by creation ms. Only the
+    # deadline reaper and `inspect` read it; a scan's status never depends on it. A scan
+    # is added before its stream is created and removed once it has ended, so an entry
+    # can name a scan that has already ended (removed on the next sweep), never the other
+    # way round: no running scan escapes its deadline.
+    running: str
+
+
+@cache
+def partition_tag(index: int, partitions: int) -> str:
+    """The hash tag of partition `index` of `partitions`: its slot lies in the index-th
+    equal share of the slot range."""
+    low = index * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (index + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    n = 0
+    while not low <= key_slot(f"jobs.{index}.{n}".encode()) < high:
+        n += 1
+    return f"jobs.{index}.{n}"
+
+
+@dataclass(frozen=True)
 class Keys:
     prefix: str
+    partition_count: int = DEFAULT_PARTITIONS
+
+    @cached_property
+    def partitions(self) -> tuple[PartitionKeys, ...]:
+        out = []
+        for i in range(self.partition_count):
+            tag = f"{self.prefix}:{{{partition_tag(i, self.partition_count)}}}"
+            out.append(
+                PartitionKeys(
+                    i, jobs=f"{tag}:jobs", dead_letters=f"{tag}:dead", running=f"{tag}:running"
+                )
+            )
+        return tuple(out)
+
+    def partition_of(self, scan_id: str) -> PartitionKeys:
+        """The partition holding a scan's jobs and its running-set entry: from its id alone
+        (the random tail of its UUIDv7)."""
+        return self.partitions[int(scan_id[-8:], 16) % self.partition_count]
 
     def scan(self, scan_id: str) -> ScanKeys:
         # No key is ever built from an unvalidated id.
@@ -42,27 +97,6 @@ class Keys:
 
     def idempotency(self, user_id: str, key_digest: str) -> str:
         return f"{self.prefix}:user:{{{user_id}}}:idem:{key_digest}"
-
-    @property
-    def jobs(self) -> str:
-        """The strategy job stream read by the `strategy-workers` consumer group."""
-        return f"{self.prefix}:jobs"
-
-    @property
-    def dead_letters(self) -> str:
-        """Jobs whose strategy failed for good: a record for operators (`scanstream inspect`)."""
-        return f"{self.prefix}:jobs:dead"
-
-    @property
-    def running_scans(self) -> str:
-        """Sorted set of scans that may still be running, scored by creation ms.
-
-        Only the deadline reaper and `inspect` read it; a scan's status never depends on it.
-        A scan is added before its stream is created and removed once it has ended, so an
-        entry can name a scan that has already ended (removed on the next sweep), never the
-        other way round: no running scan escapes its deadline.
-        """
-        return f"{self.prefix}:scans:running"
 
     @property
     def reaper_lock(self) -> str:

@@ -1,11 +1,13 @@
 """The running set: scans that may still be running, for the deadline reaper and `inspect`.
 
-`<prefix>:scans:running` is a sorted set of scan ids scored by creation ms. The event
-store adds a scan in the same round trip that creates it (before its stream exists) and
-removes it after each end (`EventStore.create_scan`, `EventStore.end_scan`); a scan's
-status never depends on it. The removal is best effort, so the reaper sweeps the whole
-set each round (`forget_ended`): an entry can name a scan that has just ended, never the
-other way round, and no running scan escapes its deadline.
+Each job partition has its running set (`PartitionKeys.running`, in the partition's slot):
+a sorted set of scan ids scored by creation ms, holding the scans whose jobs go to that
+partition. The event store adds a scan in the same round trip that creates it (before
+its stream exists) and removes it after each end (`EventStore.create_scan`,
+`EventStore.end_scan`); a scan's status never depends on it. The removal is best effort,
+so the reaper sweeps the sets whole each round (`forget_ended`): an entry can name a
+scan that has just ended, never the other way round, and no running scan escapes its
+deadline.
 """
 
 from __future__ import annotations
@@ -39,63 +41,71 @@ class RunningScans:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self.key = keys.running_scans
 
     async def overdue(self, deadline_s: float, limit: int = 100) -> list[str]:
-        """Scans created more than `deadline_s` ago and still in the running set, oldest first."""
+        """Scans created more than `deadline_s` ago and still in a running set, oldest first."""
         cutoff = ev.wall_ms() - int(deadline_s * 1000)
+        found: list[tuple[float, str]] = []
         async with store_errors():
-            raw = await self.redis.zrangebyscore(self.key, "-inf", cutoff, start=0, num=limit)
-        return [i for i in map(text, raw) if is_scan_id(i)]
+            for p in self.keys.partitions:
+                raw: Any = await self.redis.zrangebyscore(
+                    p.running, "-inf", cutoff, start=0, num=limit, withscores=True
+                )
+                found += [(score, text(m)) for m, score in raw]
+        found.sort()
+        return [i for _, i in found if is_scan_id(i)][:limit]
 
     async def forget_ended(self, page: int = 500, grace_s: float = 60.0) -> int:
-        """Drop every scan that has ended (or expired) from the running set; the count.
+        """Drop every scan that has ended (or expired) from the running sets; the count.
 
-        The set is kept exact by the ZREM that follows each end, but that ZREM is best
+        The sets are kept exact by the ZREM that follows each end, but that ZREM is best
         effort (Redis may fail right after the end was written), so each reaper round
-        sweeps the whole set: an ended scan leaves it by the next round, not at its
-        deadline. A scan whose fence does not exist yet is left alone for `grace_s` after
-        its creation (it is added to the set just before its stream is created).
+        sweeps them whole: an ended scan leaves by the next round, not at its deadline. A
+        scan whose fence does not exist yet is left alone for `grace_s` after its creation
+        (it is added to its set just before its stream is created).
         """
+        young = ev.wall_ms() - int(grace_s * 1000)
+        forgotten = 0
+        for p in self.keys.partitions:
+            forgotten += await self._forget_ended_in(p.running, page, young)
+        return forgotten
+
+    async def _forget_ended_in(self, key: str, page: int, young_ms: int) -> int:
         forgotten = 0
         start = 0
-        young = ev.wall_ms() - int(grace_s * 1000)
         while True:
             async with store_errors():
-                raw: Any = await self.redis.zrange(
-                    self.key, start, start + page - 1, withscores=True
-                )
+                raw: Any = await self.redis.zrange(key, start, start + page - 1, withscores=True)
                 rows = [(text(m), int(score)) for m, score in raw]
+                valid = [(scan_id, ms) for scan_id, ms in rows if is_scan_id(scan_id)]
                 pipe = self.redis.pipeline(transaction=False)
-                for scan_id, _ in rows:
-                    if is_scan_id(scan_id):
-                        pipe.hmget(self.keys.scan(scan_id).fence, "terminal", "total")
-                    else:
-                        pipe.echo(b"malformed")
-                replies = await pipe.execute() if rows else []
-                gone = [
+                for scan_id, _ in valid:
+                    pipe.hmget(self.keys.scan(scan_id).fence, "terminal", "total")
+                replies = await pipe.execute() if valid else []
+                gone = [scan_id for scan_id, _ in rows if not is_scan_id(scan_id)] + [
                     scan_id
-                    for (scan_id, created_ms), reply in zip(rows, replies, strict=True)
-                    if reply == b"malformed"
-                    or reply[0] is not None
-                    or (reply[1] is None and created_ms < young)
+                    for (scan_id, created_ms), (terminal, total) in zip(valid, replies, strict=True)
+                    if terminal is not None or (total is None and created_ms < young_ms)
                 ]
                 if gone:
-                    await self.redis.zrem(self.key, *gone)
+                    await self.redis.zrem(key, *gone)
             forgotten += len(gone)
             if len(rows) < page:
                 return forgotten
             start += page - len(gone)
 
     async def scans(self, limit: int = 1000) -> list[RunningScan]:
-        """The running set, oldest first, each with its fence's counts.
+        """The running sets, oldest first, each scan with its fence's counts.
 
         An entry can name a scan that has just ended (the reaper removes it), so each
         scan's own fence answers whether it is really running.
         """
+        rows: list[tuple[str, int]] = []
         async with store_errors():
-            raw: Any = await self.redis.zrange(self.key, 0, limit - 1, withscores=True)
-            rows = [(text(m), int(score)) for m, score in raw if is_scan_id(text(m))]
+            for p in self.keys.partitions:
+                raw: Any = await self.redis.zrange(p.running, 0, limit - 1, withscores=True)
+                rows += [(text(m), int(score)) for m, score in raw if is_scan_id(text(m))]
+            rows = sorted(rows, key=lambda row: (row[1], row[0]))[:limit]
             pipe = self.redis.pipeline(transaction=False)
             for scan_id, _ in rows:
                 pipe.hmget(

@@ -1,4 +1,5 @@
-"""Upkeep of the job stream, run by the reaper (one worker per round) and by `inspect`.
+"""Upkeep of the job streams (every partition's), run by the reaper (one worker per
+round) and by `inspect`.
 
 - `take_round`: one reaper round at a time across all workers (`SET NX PX`).
 - `trim`: acknowledged job entries are dropped (lua/trim_jobs.lua), never a pending or
@@ -30,25 +31,26 @@ class Upkeep:
 
     async def trim(self) -> int:
         """Drop acknowledged job entries, never a pending or undelivered one. Returns how many."""
+        trimmed = 0
         async with store_errors():
-            trimmed, _threshold = await self.redis.eval(
-                lua_source("trim_jobs.lua"), 1, self.keys.jobs
-            )
-        return int(trimmed)
+            for p in self.keys.partitions:
+                n, _threshold = await self.redis.eval(lua_source("trim_jobs.lua"), 1, p.jobs)
+                trimmed += int(n)
+        return trimmed
 
     async def prune_consumers(self, min_idle_ms: int) -> list[str]:
-        """Remove consumers with no pending job that have not read for `min_idle_ms`."""
+        """Remove consumers with no pending job that have not read for `min_idle_ms`, from
+        every partition's group; the names removed from any."""
+        removed: set[str] = set()
         async with store_errors():
-            try:
-                removed = await self.redis.eval(
-                    lua_source("prune_consumers.lua"),
-                    1,
-                    self.keys.jobs,
-                    JOB_GROUP,
-                    int(min_idle_ms),
-                )
-            except redis_errors.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    return []
-                raise
-        return [text(x) for x in removed]
+            for p in self.keys.partitions:
+                try:
+                    names = await self.redis.eval(
+                        lua_source("prune_consumers.lua"), 1, p.jobs, JOB_GROUP, int(min_idle_ms)
+                    )
+                except redis_errors.ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        continue
+                    raise
+                removed.update(text(x) for x in names)
+        return sorted(removed)

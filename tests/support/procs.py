@@ -26,6 +26,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(
         {
             "SCANSTREAM_REDIS_URL": settings.redis_url or "",
+            "SCANSTREAM_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+            "SCANSTREAM_JOB_PARTITIONS": str(settings.job_partitions),
             "SCANSTREAM_SECRET": settings.secret or "",
             "SCANSTREAM_PREFIX": settings.prefix,
             "SCANSTREAM_STRATEGIES": ",".join(settings.strategy_modules),
