@@ -56,6 +56,7 @@ from scanstream.storage.job_info import JobInfo
 from scanstream.storage.jobs import JobQueue
 from scanstream.storage.keys import Keys
 from scanstream.storage.pool import WaitingConnectionPool
+from scanstream.storage.replication import is_cluster
 from scanstream.storage.replies import text
 from scanstream.storage.running import RunningScans
 from scanstream.storage.tail import TailReader
@@ -107,10 +108,6 @@ def client(url: str, *, max_connections: int = 64, cluster: bool = False) -> Red
         retry_on_error=[RedisConnectionError],
     )
     return Redis.from_pool(pool)  # the client owns its pool and closes it
-
-
-def is_cluster(redis: object) -> bool:
-    return isinstance(redis, RedisCluster)
 
 
 def answers_ping(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
@@ -180,7 +177,12 @@ class Storage:
 
     @cached_property
     def events(self) -> EventStore:
-        return EventStore(self.redis, self.keys, retention_s=self.settings.retention_s)
+        return EventStore(
+            self.redis,
+            self.keys,
+            retention_s=self.settings.retention_s,
+            durable_replicas=self.settings.durable_replicas,
+        )
 
     @cached_property
     def index(self) -> ScanIndex:

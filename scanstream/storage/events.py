@@ -28,6 +28,7 @@ from scanstream.ids import scan_created_ms
 from scanstream.storage.batcher import PipelineBatcher
 from scanstream.storage.errors import store_errors
 from scanstream.storage.keys import Keys
+from scanstream.storage.replication import replicated
 from scanstream.storage.replies import entries, text
 from scanstream.storage.scripts import pipelined, register, script_call
 
@@ -83,10 +84,13 @@ class WriteOutcome:
 
 
 class EventStore:
-    def __init__(self, redis: Redis, keys: Keys, *, retention_s: float) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, *, retention_s: float, durable_replicas: int = 0
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.retention_s = max(1, int(retention_s))
+        self.durable_replicas = durable_replicas  # see storage/replication.py
         self._create = register(redis, "create_scan.lua")
         self._strategy_write = register(redis, "strategy_write.lua")
         self._end = register(redis, "end_scan.lua")
@@ -188,11 +192,18 @@ class EventStore:
         # A finish may end the scan, and the worker stops the runs of a scan that ended:
         # a finishing write cancelled while its reply was on the way would skip the
         # running-set upkeep below. Its reply comes within the batcher's bounded wait.
+        keys = [k.events, k.fence, k.writes]
+        durable = self.durable_replicas > 0 and (
+            mode == "finish" or any(t == "opportunity.found" for t, _ in pairs)
+        )
         with anyio.CancelScope(shield=mode == "finish"):
             async with store_errors():
-                status, second, terminal = await self._writes.script(
-                    self._strategy_write, [k.events, k.fence, k.writes], args
-                )
+                if durable:
+                    call = script_call(self._strategy_write, keys, args)
+                    reply = await replicated(self.redis, call, k.events, self.durable_replicas)
+                else:
+                    reply = await self._writes.script(self._strategy_write, keys, args)
+                status, second, terminal = reply
             if terminal and mode != "start":  # a start's third item is scan.requested
                 await self._forget_running(scan_id)
         status = status.decode()
@@ -241,8 +252,13 @@ class EventStore:
         ]
         for e in before:
             args += [ev.type_of(e), ev.encode(e)]
+        keys = [k.events, k.fence, k.writes]
         async with store_errors():
-            reply = await self._end(keys=[k.events, k.fence, k.writes], args=args)
+            if self.durable_replicas > 0:
+                call = script_call(self._end, keys, args)
+                reply = await replicated(self.redis, call, k.events, self.durable_replicas)
+            else:
+                reply = await self._end(keys=keys, args=args)
         await self._forget_running(scan_id)
         return reply
 
