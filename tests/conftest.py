@@ -16,6 +16,7 @@ from scanstream.embedded import RedisProcess
 from scanstream.settings import Settings
 from scanstream.storage.connection import Storage, client
 from scanstream.storage.events import EventStore
+from tests.support.cluster import LocalCluster
 
 SECRET = "test-secret-not-for-production"
 
@@ -34,6 +35,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One local Redis Cluster (3 masters, 3 replicas) for the session's `cluster` tests.
+    Tests that kill nodes start a `LocalCluster` of their own; this one keeps 3 healthy
+    masters."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def prefix() -> str:
     """A key prefix of this test's own, so tests never see each other's keys."""
@@ -41,9 +55,21 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(redis_server: RedisProcess, prefix: str) -> Settings:
+def backend(request: pytest.FixtureRequest) -> str:
+    """"single" unless a test is marked `on_both_backends` (tests/support/backends.py)."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, backend: str, prefix: str) -> Settings:
+    if backend == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        url, on_cluster = cluster.seed_url, True
+    else:
+        url, on_cluster = request.getfixturevalue("redis_server").url, False
     return Settings(
-        redis_url=redis_server.url,
+        redis_url=url,
+        redis_cluster=on_cluster,
         secret=SECRET,
         prefix=prefix,
         strategy_modules=("tests.support.strategies",),
@@ -56,7 +82,7 @@ def settings(redis_server: RedisProcess, prefix: str) -> Settings:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    r = client(settings.redis_url or "")
+    r = client(settings.redis_url or "", cluster=settings.redis_cluster)
     yield r
     await r.aclose()
 

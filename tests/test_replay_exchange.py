@@ -35,6 +35,7 @@ from scanstream.storage.connection import client
 from scanstream.storage.events import EventStore
 from scanstream.storage.exchange import LogExchange
 from scanstream.storage.keys import Keys
+from tests.support.cluster import LocalCluster
 from tests.support.replay_scans import shared_scan
 
 pytestmark = pytest.mark.anyio
@@ -370,6 +371,42 @@ async def test_export_is_byte_faithful_for_broken_entries(
         store.redis, key
     )
     assert sum(1 for e in back.entries if e.problem) == len(odd)
+
+
+@pytest.mark.cluster
+async def test_a_scan_exported_from_a_cluster_imports_into_another_prefix_of_it(
+    mixed: tuple[Settings, str],
+    original: Redis,
+    redis_cluster: LocalCluster,
+    tmp_path: Path,
+    prefix: str,
+) -> None:
+    """Given a real scan on a Redis Cluster (imported there), when exported and imported
+    into another prefix of the same cluster, then the raw streams and fences are equal,
+    it expires and is listed like the original, and importing it again is refused."""
+    settings, scan_id = mixed
+    rc = client(redis_cluster.seed_url, cluster=True)
+    first, second = Keys(prefix + "a"), Keys(prefix + "b")
+    try:
+        log = await fetch_log(LogExchange(original, Keys(settings.prefix)), scan_id)
+        await import_log(LogExchange(rc, first), log, retention_s=600)
+        export_log(await fetch_log(LogExchange(rc, first), scan_id), tmp_path / "scan.jsonl")
+        back = read_export(tmp_path / "scan.jsonl")
+
+        await import_log(LogExchange(rc, second), back, retention_s=600)
+
+        copied = await raw_stream(rc, second.events(scan_id))
+        assert copied == await raw_stream(rc, first.events(scan_id))
+        assert copied == await raw_stream(original, Keys(settings.prefix).events(scan_id))
+        fence = second.scan(scan_id).fence
+        assert await rc.hgetall(fence) == await rc.hgetall(first.scan(scan_id).fence)
+        assert 0 < await rc.ttl(second.events(scan_id)) <= 600 and 0 < await rc.ttl(fence) <= 600
+        assert await rc.zscore(second.user_scans("alice"), scan_id) == scan_created_ms(scan_id)
+        with pytest.raises(ScanConflict):
+            await import_log(LogExchange(rc, second), back, retention_s=600)
+        assert await raw_stream(rc, second.events(scan_id)) == copied
+    finally:
+        await rc.aclose()
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """The bug scanstream exists to end: status `not_found` depending on the worker answering.
 
-Three API processes, two worker processes, one Redis; every scan is polled round-robin
+Three API processes, two worker processes, one Redis (and again on a Redis Cluster of
+3 masters and 3 replicas); every scan is polled round-robin
 across the API processes every ~20 ms for its whole life.
 """
 
@@ -16,6 +17,7 @@ import pytest
 from scanstream.api.auth import make_token
 from scanstream.projection_cache import entry_key
 from scanstream.settings import Settings
+from tests.support.backends import on_both_backends
 from tests.support.procs import api_proc, running, worker_proc
 
 STATE_ORDER = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "cancelled": 2}
@@ -54,6 +56,7 @@ async def _poll_until_done(
 
 
 @pytest.mark.slow
+@on_both_backends
 def test_status_is_200_on_every_api_process_for_the_whole_scan(
     settings: Settings, tmp_path: Path
 ) -> None:

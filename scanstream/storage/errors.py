@@ -25,7 +25,10 @@ REDIS_FAULTS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError
 CLUSTER_FAULTS = (
     redis_errors.AskError,  # MovedError is one
     redis_errors.TryAgainError,
-    redis_errors.ClusterDownError,
+    # ClusterDownError, and "TTL exhausted": redirects that went on past the client's
+    # limit (redis-py 8.2 can bounce a command between the two owners of a slot being
+    # migrated: it sends ASKING on another pooled connection than the command)
+    redis_errors.ClusterError,
     redis_errors.SlotNotCoveredError,
     redis_errors.RedisClusterUnreachableError,
 )
