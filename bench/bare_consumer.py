@@ -1,9 +1,15 @@
 """Baseline consumers: the least a Redis Streams job consumer can do, for the ratios.
 
-    python -m bench.bare_consumer --mode chain|drain|protocol --redis-url URL --jobs KEY --group G
+    python -m bench.bare_consumer --mode chain|drain|protocol --redis-url URL
+                                  --jobs KEY [KEY ...] --group G [--partitions N]
 
-- `drain`: XREADGROUP COUNT 100, then one XACK for the batch; writes nothing. The floor
-  of "take a job and acknowledge it" through redis-py (worker throughput baseline).
+Every job stream named (`--jobs`: one, or each job partition's) is read by ONE XREADGROUP
+naming them all, COUNT 100 in all (split evenly between the streams), and a batch is
+acknowledged with one XACK per stream, all in one round trip: a floor that pays nothing
+per partition but the bytes.
+
+- `drain`: read a batch, then acknowledge it; writes nothing. The floor of "take a job
+  and acknowledge it" through redis-py (worker throughput baseline).
 - `chain`: each job names a scan's events stream (field `events`); the consumer appends
   two events to it (started, completed: two round trips, as a worker's fenced start and
   finish are), the batch's jobs concurrently, then one XACK for the batch (POST to
@@ -12,7 +18,9 @@
   writes, `EventStore.start_strategy` then `finish_strategy` with a `strategy.completed`
   (the same Lua scripts and round trips as the worker, the terminal decision included),
   the batch's jobs concurrently, one XACK per batch; no task per job, no timeouts, no
-  heartbeats, logs or metrics. The floor of the worker's protocol as it is today.
+  heartbeats, logs or metrics. The floor of the worker's protocol as it is today. Its
+  keys are those of `--prefix` with `--partitions` job partitions (as the jobs' writer
+  had: a scan that ends leaves its partition's running set).
 
 Same redis-py client settings as scanstream (`scanstream.storage.connection.client`), on uvloop
 like the worker, so only the work per job differs. Runs until killed.
@@ -25,13 +33,14 @@ import asyncio
 import json
 import os
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
 from scanstream import events as ev
 from scanstream.storage import connection
 from scanstream.storage.events import EventStore
-from scanstream.storage.keys import Keys
+from scanstream.storage.keys import DEFAULT_PARTITIONS, Keys
 
 READ_COUNT = 100
 BLOCK_MS = 1000
@@ -67,38 +76,54 @@ async def _protocol_job(store: EventStore, name: str, fields: dict[bytes, bytes]
         await store.finish_strategy(scan_id, strategy, started.attempt, [done])
 
 
-async def consume(url: str, mode: str, jobs: str, group: str, prefix: str) -> None:
+async def consume(
+    url: str, mode: str, jobs: list[str], group: str, prefix: str, partitions: int
+) -> None:
     hot = connection.client(url, max_connections=2 * READ_COUNT + 16)
     blocking = connection.client(url, max_connections=2)
-    store = EventStore(hot, Keys(prefix), retention_s=3600)
+    store = EventStore(hot, Keys(prefix, partitions), retention_s=3600)
     name = f"bare-{os.getpid()}"
+    per_stream = -(-READ_COUNT // len(jobs))
     while True:
-        reply = await blocking.xreadgroup(
-            group, name, {jobs: ">"}, count=READ_COUNT, block=BLOCK_MS
+        reply: Any = await blocking.xreadgroup(
+            group, name, dict.fromkeys(jobs, ">"), count=per_stream, block=BLOCK_MS
         )
-        for _stream, entries in reply or []:
-            ids = [entry_id for entry_id, _fields in entries]
-            if mode == "chain":
-                await asyncio.gather(*(_chain_job(hot, fields) for _id, fields in entries))
-            elif mode == "protocol":
-                await asyncio.gather(
-                    *(_protocol_job(store, name, fields) for _id, fields in entries)
-                )
-            if ids:
-                await hot.xack(jobs, group, *ids)
+        batches = [
+            (stream, entries)
+            for stream, entries in (reply.items() if isinstance(reply, dict) else reply or [])
+            if entries
+        ]
+        every = [fields for _stream, entries in batches for _id, fields in entries]
+        if mode == "chain":
+            await asyncio.gather(*(_chain_job(hot, fields) for fields in every))
+        elif mode == "protocol":
+            await asyncio.gather(*(_protocol_job(store, name, fields) for fields in every))
+        if batches:
+            pipe = hot.pipeline(transaction=False)
+            for stream, entries in batches:
+                pipe.xack(stream, group, *[entry_id for entry_id, _fields in entries])
+            await pipe.execute()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bare_consumer")
     p.add_argument("--mode", choices=("chain", "drain", "protocol"), required=True)
     p.add_argument("--redis-url", required=True)
-    p.add_argument("--jobs", required=True)
+    p.add_argument("--jobs", required=True, nargs="+", help="the job streams to read")
     p.add_argument("--group", required=True)
     p.add_argument("--prefix", default="scanstream", help="protocol mode: the key prefix")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help="protocol mode: the job partitions of the prefix's keys",
+    )
     args = p.parse_args()
     import uvloop
 
-    uvloop.run(consume(args.redis_url, args.mode, args.jobs, args.group, args.prefix))
+    uvloop.run(
+        consume(args.redis_url, args.mode, args.jobs, args.group, args.prefix, args.partitions)
+    )
 
 
 if __name__ == "__main__":

@@ -230,13 +230,19 @@ class Bench:
         return Proc(name, argv, self.env(prefix), self.log_dir / f"{name}-{port}.log", port=port)
 
     def worker(
-        self, prefix: str, concurrency: int, *, variant: Sequence[str] = (), name: str = "worker"
+        self,
+        prefix: str,
+        concurrency: int,
+        *,
+        variant: Sequence[str] = (),
+        name: str = "worker",
+        **env: str,
     ) -> Proc:
         argv = self._scanstream(
             ["worker", "--concurrency", str(concurrency), "--grace", "5"], variant
         )
         return Proc(
-            name, argv, self.env(prefix), self.log_dir / f"{name}-{time.monotonic_ns()}.log"
+            name, argv, self.env(prefix, **env), self.log_dir / f"{name}-{time.monotonic_ns()}.log"
         )
 
     def bare_app(self) -> Proc:
@@ -259,7 +265,16 @@ class Bench:
         ]
         return Proc(name, argv, self.env(prefix), self.log_dir / f"{name}-{port}.log", port=port)
 
-    def bare_consumer(self, mode: str, jobs_key: str, group: str, prefix: str = "") -> Proc:
+    def bare_consumer(
+        self,
+        mode: str,
+        jobs_keys: Sequence[str],
+        group: str,
+        prefix: str = "",
+        partitions: int | None = None,
+    ) -> Proc:
+        """A baseline consumer reading the job streams `jobs_keys` (e.g. every partition's),
+        in `group`; protocol mode: on `prefix`'s keys, with `partitions` job partitions."""
         argv = [
             sys.executable,
             "-m",
@@ -269,12 +284,14 @@ class Bench:
             "--redis-url",
             self.redis_url,
             "--jobs",
-            jobs_key,
+            *jobs_keys,
             "--group",
             group,
         ]
         if prefix:
             argv += ["--prefix", prefix]
+        if partitions is not None:
+            argv += ["--partitions", str(partitions)]
         return Proc(
             f"bare-consumer-{mode}",
             argv,
@@ -441,9 +458,13 @@ class RedisCounters:
         )
 
     def since(self, before: RedisCounters, ignore: Sequence[str] = ("info",)) -> RedisCounters:
+        """The counts since `before`, without the commands `ignore` names (with their
+        subcommands: Redis 7 counts "xinfo|groups", not "xinfo")."""
         names = set(self.commands) | set(before.commands)
         delta = {
-            n: self.commands.get(n, 0) - before.commands.get(n, 0) for n in names if n not in ignore
+            n: self.commands.get(n, 0) - before.commands.get(n, 0)
+            for n in names
+            if n.split("|")[0] not in ignore
         }
         return RedisCounters(
             {n: c for n, c in sorted(delta.items()) if c},

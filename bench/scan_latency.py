@@ -8,7 +8,8 @@ would add its own latency).
 Baseline in the same run, on the same Redis: the same chain done bare. The client XADDs
 a request entry and 14 jobs (two round trips, as the API's create does), a bare consumer
 process (bench.bare_consumer --mode chain) XREADGROUPs, appends two events per job and
-XACKs, and the client XREAD BLOCKs until the last of the 29 entries.
+XACKs, and the client XREAD BLOCKs until the last of the 29 entries. The bare jobs go on
+one stream: a scan's jobs all go to one job partition in scanstream too.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def run_scanstream(b: Bench, scans: int, warmup: int) -> dict[str, Any]:
 
 
 def run_bare(b: Bench, scans: int, warmup: int) -> dict[str, Any]:
-    consumer = b.bare_consumer("chain", BARE_JOBS, BARE_GROUP)
+    consumer = b.bare_consumer("chain", [BARE_JOBS], BARE_GROUP)
     expected = 1 + 2 * len(NAMES)
     total = []
     with b.redis() as r:

@@ -136,7 +136,9 @@ def _patch_legacy_client() -> None:
 
     from scanstream.storage import connection
 
-    def client(url: str, *, max_connections: int = 64) -> Redis:
+    def client(url: str, *, max_connections: int = 64, cluster: bool = False) -> Redis:
+        if cluster:
+            raise SystemExit("--legacy-client: a single Redis only (no cluster client then)")
         return Redis.from_url(
             url,
             decode_responses=False,

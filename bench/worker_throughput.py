@@ -1,18 +1,23 @@
 """Benchmark 3: no-op strategy jobs per second through ONE worker process.
 
 Scans of 14 no-op strategies are created up front straight through the store and
-`JobQueue.enqueue_into` on pipelines (fast), then one `scanstream worker --concurrency N`
-starts. Jobs/s counts from the first job taken (the group's last-delivered-id moves)
-until every entry was delivered and the group's pending list is empty (XINFO GROUPS,
-polled). Then every scan is checked: completed, exactly one terminal event, 14
-strategy.completed.
+`JobQueue.enqueue_into` on pipelines (fast): each scan's jobs on its job partition, as
+the API queues them, so the jobs spread over the PARTITIONS partitions. Then one
+`scanstream worker --concurrency N` starts, with the same partition count. Jobs/s counts
+from the first job taken (a partition group's last-delivered-id moves) until every entry
+of every partition was delivered and no group has a pending job (XINFO GROUPS of each
+partition, polled in one round trip). Then every scan is checked: completed, exactly one
+terminal event, 14 strategy.completed.
 
 Tried at several N; the best and the recommended (the smallest N within 5% of the
 best) are reported. At the recommended N, redis-py client variants are measured too
 (bench.variant patches `scanstream.storage.connection.client` inside the worker process).
 
-Baseline in the same run: bench.bare_consumer --mode drain (XREADGROUP COUNT 100, XACK
-the batch, no events written) on the same number of jobs, measured the same way.
+Baselines in the same run, measured the same way, each reading all PARTITIONS job
+streams in one XREADGROUP (COUNT 100 in all) and acknowledging a batch in one round trip:
+bench.bare_consumer --mode protocol (the same scans' jobs through scanstream's fenced
+writes), and --mode drain (XREADGROUP, XACK the batch, no events written) on the same
+number of jobs, spread evenly over PARTITIONS bare streams.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -41,13 +46,15 @@ from bench.harness import (
 )
 from bench.noop_strategies import NAMES
 from scanstream.events import TERMINAL_TYPES
-from scanstream.storage.keys import JOB_GROUP, Keys
+from scanstream.storage.keys import DEFAULT_PARTITIONS, JOB_GROUP, Keys
 
 NAME = "worker_throughput"
 TIMEOUT_S = 180.0
 START_POLL_S = 0.002  # to catch the first delivery
 POLL_S = 0.005  # XINFO GROUPS while the consumer drains (the bare one takes ~0.3 s)
 BARE_JOBS, BARE_GROUP = "benchbare:jobs", "bare-workers"
+# The job partitions of the measured worker and of both baselines: the shipped default.
+PARTITIONS = DEFAULT_PARTITIONS
 PROCESS_CONCURRENCY = 16
 VARIANTS: dict[str, list[str]] = {
     # what redis-py 8 does by default: a 5 s socket timeout, i.e. an asyncio timeout per read
@@ -66,8 +73,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]:
-    """`scans` scans of the 14 no-ops and their jobs; (scan ids, the last job's id)."""
+async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], dict[str, str]]:
+    """`scans` scans of the 14 no-ops and their jobs, each scan's on its partition;
+    (scan ids, the last job's entry id of each partition's job stream that has one)."""
     from scanstream import events as ev
     from scanstream.ids import new_scan_id
     from scanstream.storage import connection
@@ -76,7 +84,7 @@ async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]
 
     r = connection.client(url, max_connections=128)
     try:
-        keys = Keys(prefix)
+        keys = Keys(prefix, PARTITIONS)
         store = EventStore(r, keys, retention_s=3600)
         queue = JobQueue(r, keys)
         await queue.ensure_group()
@@ -96,30 +104,46 @@ async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], str]
             for scan_id in chunk:
                 queue.enqueue_into(pipe, scan_id, NAMES)
             await pipe.execute()
-        last = await r.xrevrange(keys.jobs, "+", "-", count=1)
-        return ids, last[0][0].decode()
+        lasts = {}
+        for p in keys.partitions:
+            last = await r.xrevrange(p.jobs, "+", "-", count=1)
+            if last:
+                lasts[p.jobs] = last[0][0].decode()
+        return ids, lasts
     finally:
         await r.aclose()
 
 
-def _group(r: redis.Redis, jobs_key: str, group: str) -> dict[str, Any]:
-    for g in r.xinfo_groups(jobs_key):
-        if g["name"] in (group, group.encode()):
-            return g
-    raise RuntimeError(f"no group {group} on {jobs_key}")
+def _groups(r: redis.Redis, streams: Sequence[str], group: str) -> list[tuple[str, int]]:
+    """(last-delivered-id, pending) of `group` on each stream, in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_groups(stream)
+    out = []
+    for stream, groups in zip(streams, pipe.execute(), strict=True):
+        for g in groups:
+            if g["name"] in (group, group.encode()):
+                last = g["last-delivered-id"]
+                out.append((last.decode() if isinstance(last, bytes) else last, int(g["pending"])))
+                break
+        else:
+            raise RuntimeError(f"no group {group} on {stream}")
+    return out
 
 
 def drain(
-    b: Bench, proc: Proc, jobs_key: str, group: str, last_id: str, jobs: int, label: str
+    b: Bench, proc: Proc, lasts: Mapping[str, str], group: str, jobs: int, label: str
 ) -> dict[str, Any]:
-    """Start `proc`, time it draining the group, stop it. Figures of the run."""
+    """Start `proc`, time it draining `group` on the job streams `lasts` names (each with
+    its last entry id), stop it. Figures of the run."""
     assert b.redis_proc.process is not None
+    streams = list(lasts)
     polls = 0
     with b.redis() as r:
         before = RedisCounters.snapshot(r)
         with running(proc):
             deadline = time.monotonic() + TIMEOUT_S
-            while _group(r, jobs_key, group)["last-delivered-id"] in (b"0-0", "0-0"):
+            while all(last == "0-0" for last, _ in _groups(r, streams, group)):
                 polls += 1
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{label}: no job taken in {TIMEOUT_S}s")
@@ -130,13 +154,13 @@ def drain(
                 while True:
                     time.sleep(POLL_S)
                     polls += 1
-                    g = _group(r, jobs_key, group)
-                    delivered = g["last-delivered-id"]
-                    delivered = delivered.decode() if isinstance(delivered, bytes) else delivered
-                    if g["pending"] == 0 and delivered == last_id:
+                    groups = _groups(r, streams, group)
+                    pending = sum(n for _, n in groups)
+                    delivered = [last for last, _ in groups]
+                    if pending == 0 and delivered == [lasts[s] for s in streams]:
                         break
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{label}: pending {g['pending']} after {TIMEOUT_S}s")
+                        raise TimeoutError(f"{label}: pending {pending} after {TIMEOUT_S}s")
                     proc.check_alive()
             t_end = time.perf_counter()
         delta = RedisCounters.snapshot(r).since(before, ignore=("info", "xinfo", "client"))
@@ -158,7 +182,7 @@ def drain(
 
 def verify(r: redis.Redis, prefix: str, scan_ids: Sequence[str]) -> dict[str, Any]:
     """Every scan completed with exactly one terminal event and 14 strategy.completed."""
-    keys = Keys(prefix)
+    keys = Keys(prefix, PARTITIONS)
     problems: Counter[str] = Counter()
     first_started, last_terminal, events = float("inf"), 0, 0
     for i in range(0, len(scan_ids), 200):
@@ -195,18 +219,16 @@ def run_worker(
 ) -> dict[str, Any]:
     b.flush()
     prefix = f"bench3c{concurrency}"
-    ids, last_id = asyncio.run(_precreate(b.redis_url, prefix, scans))
+    ids, lasts = asyncio.run(_precreate(b.redis_url, prefix, scans))
     jobs = scans * len(NAMES)
-    worker = b.worker(prefix, concurrency, variant=variant, name=f"worker-c{concurrency}")
-    out = drain(
-        b,
-        worker,
-        Keys(prefix).jobs,
-        JOB_GROUP,
-        last_id,
-        jobs,
-        label or f"worker --concurrency {concurrency}",
+    worker = b.worker(
+        prefix,
+        concurrency,
+        variant=variant,
+        name=f"worker-c{concurrency}",
+        SCANSTREAM_JOB_PARTITIONS=str(PARTITIONS),
     )
+    out = drain(b, worker, lasts, JOB_GROUP, jobs, label or f"worker --concurrency {concurrency}")
     with b.redis() as r:
         check = verify(r, prefix, ids)
     span_s = (check["last_terminal_ms"] - check["first_started_ms"]) / 1000
@@ -223,27 +245,38 @@ def run_protocol(b: Bench, scans: int) -> dict[str, Any]:
     """The same scans through scanstream's fenced writes, without the worker around them."""
     b.flush()
     prefix = "bench3proto"
-    ids, last_id = asyncio.run(_precreate(b.redis_url, prefix, scans))
+    ids, lasts = asyncio.run(_precreate(b.redis_url, prefix, scans))
     jobs = scans * len(NAMES)
-    consumer = b.bare_consumer("protocol", Keys(prefix).jobs, JOB_GROUP, prefix=prefix)
-    out = drain(b, consumer, Keys(prefix).jobs, JOB_GROUP, last_id, jobs, "protocol floor")
+    streams = [p.jobs for p in Keys(prefix, PARTITIONS).partitions]
+    consumer = b.bare_consumer("protocol", streams, JOB_GROUP, prefix=prefix, partitions=PARTITIONS)
+    out = drain(b, consumer, lasts, JOB_GROUP, jobs, "protocol floor")
     with b.redis() as r:
         out["verify"] = verify(r, prefix, ids)
     return out
 
 
 def run_bare(b: Bench, jobs: int) -> dict[str, Any]:
+    """`jobs` bare jobs spread evenly over PARTITIONS streams, drained by one consumer."""
     b.flush()
+    streams = [f"{BARE_JOBS}:{i}" for i in range(PARTITIONS)]
     with b.redis() as r:
-        r.xgroup_create(BARE_JOBS, BARE_GROUP, id="0", mkstream=True)
+        for stream in streams:
+            r.xgroup_create(stream, BARE_GROUP, id="0", mkstream=True)
         for i in range(0, jobs, 1000):
             pipe = r.pipeline(transaction=False)
             for j in range(i, min(jobs, i + 1000)):
-                pipe.xadd(BARE_JOBS, {"scan_id": f"scan_{j:032x}", "strategy": NAMES[j % 14]})
+                pipe.xadd(
+                    streams[j % PARTITIONS],
+                    {"scan_id": f"scan_{j:032x}", "strategy": NAMES[j % 14]},
+                )
             pipe.execute()
-        last_id = r.xrevrange(BARE_JOBS, "+", "-", count=1)[0][0].decode()
-    consumer = b.bare_consumer("drain", BARE_JOBS, BARE_GROUP)
-    return drain(b, consumer, BARE_JOBS, BARE_GROUP, last_id, jobs, "bare consumer")
+        lasts = {}
+        for stream in streams:
+            last = r.xrevrange(stream, "+", "-", count=1)
+            if last:
+                lasts[stream] = last[0][0].decode()
+    consumer = b.bare_consumer("drain", streams, BARE_GROUP)
+    return drain(b, consumer, lasts, BARE_GROUP, jobs, "bare consumer")
 
 
 def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -261,6 +294,7 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     out: dict[str, Any] = {
         "scans": scans,
         "jobs": jobs,
+        "partitions": PARTITIONS,
         "rounds": rounds,
         "redis_py": redis.__version__,
         "hiredis": bool(redis.utils.HIREDIS_AVAILABLE),
@@ -271,7 +305,7 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     say(
         f"  redis-py {redis.__version__}, hiredis "
         f"{'active' if out['hiredis'] else 'NOT active'}; {scans} scans x {len(NAMES)} "
-        f"no-op strategies = {jobs} jobs"
+        f"no-op strategies = {jobs} jobs, over {PARTITIONS} job partitions"
     )
     # Interleaved rounds, so drifting load hits every level alike; a level runs again only
     # when other processes competed for the CPU during its previous run.
@@ -313,7 +347,10 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
         say(f"    {_line(out['protocol'])}")
     except Exception as exc:  # a second baseline must never sink the benchmark
         say(f"    failed: {exc!r}")
-    say(f"  bare consumer (XREADGROUP COUNT 100 + XACK, no events), {jobs} jobs ...")
+    say(
+        f"  bare consumer (XREADGROUP COUNT 100 over {PARTITIONS} streams + XACK, no events),"
+        f" {jobs} jobs ..."
+    )
     out["bare"] = run_bare(b, jobs)
     say(f"    {_line(out['bare'])}")
     return out, rows(out)

@@ -56,7 +56,7 @@ def prefix() -> str:
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """"single" unless a test is marked `on_both_backends` (tests/support/backends.py)."""
+    """ "single" unless a test is marked `on_both_backends` (tests/support/backends.py)."""
     return str(getattr(request, "param", "single"))
 
 

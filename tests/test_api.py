@@ -25,6 +25,7 @@ from scanstream.storage.keys import Keys
 from tests.support import api_events as scans
 from tests.support.api_events import auth
 from tests.support.http import serve
+from tests.support.jobs import job_entries
 
 pytestmark = pytest.mark.anyio
 
@@ -94,11 +95,14 @@ async def test_create_answers_202_with_location_and_queued_status(
 async def test_create_queues_one_job_per_strategy(
     client: httpx.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
-    """Creating a scan queues exactly one job per strategy on the job stream."""
+    """Creating a scan queues exactly one job per strategy on the job stream of the
+    scan's partition, and nothing on the others."""
     scan = await create(client)
-    jobs = await xrange(redis, Keys(settings.prefix).jobs)
+    keys = Keys(settings.prefix, settings.job_partitions)
+    jobs = await xrange(redis, keys.partition_of(scan["scan_id"]).jobs)
     assert sorted(f[b"strategy"] for _, f in jobs) == [b"finder", b"noop"]
     assert {f[b"scan_id"].decode() for _, f in jobs} == {scan["scan_id"]}
+    assert await job_entries(redis, keys) == 2
 
 
 async def test_missing_or_null_strategies_means_every_strategy(client: httpx.AsyncClient) -> None:
@@ -308,7 +312,7 @@ async def test_same_idempotency_key_gives_the_same_scan(
     first = await create(client, headers=headers)
     second = await create(client, headers=headers)
     assert second["scan_id"] == first["scan_id"]
-    assert await redis.xlen(Keys(settings.prefix).jobs) == 2
+    assert await job_entries(redis, Keys(settings.prefix, settings.job_partitions)) == 2
 
 
 async def test_same_idempotency_key_of_another_user_is_another_scan(
@@ -338,14 +342,14 @@ async def test_idempotency_key_claimed_before_a_crash_creates_that_scan_once(
 ) -> None:
     """A key whose scan was never written (a crash after claiming it) creates the scan under
     the claimed id, and a replay does not queue its jobs again."""
-    keys = Keys(settings.prefix)
+    keys = Keys(settings.prefix, settings.job_partitions)
     claimed = new_scan_id()
     await redis.set(keys.idempotency("alice", digest("crashed")), claimed)
     headers = {"Idempotency-Key": "crashed"}
     first = await create(client, headers=headers)
     second = await create(client, headers=headers)
     assert first["scan_id"] == second["scan_id"] == claimed
-    assert await redis.xlen(keys.jobs) == 2
+    assert await job_entries(redis, keys) == 2
     assert await redis.zscore(keys.user_scans("alice"), claimed) is not None
 
 

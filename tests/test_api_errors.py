@@ -87,7 +87,7 @@ async def test_malformed_ids_are_the_same_404_as_unknown_ones(
             assert response.status_code == 404, (bad, suffix, response.text)
             assert response.content == unknown.content, (bad, suffix)
     keys = {str(k, "utf-8") for k in await redis.keys(f"{settings.prefix}*")}  # type: ignore[arg-type]
-    assert keys <= {Keys(settings.prefix).jobs}
+    assert keys <= {p.jobs for p in Keys(settings.prefix, settings.job_partitions).partitions}
 
 
 async def test_another_users_scan_is_the_same_404_as_unknown(
@@ -348,10 +348,13 @@ async def test_api_starts_while_redis_is_down(settings: Settings, tmp_path: Path
                 await create(c)
                 r = Redis.from_url(own.url)
                 try:
-                    groups = await r.xinfo_groups(Keys(settings.prefix).jobs)
+                    groups = [
+                        [g["name"].decode() for g in await r.xinfo_groups(p.jobs)]
+                        for p in Keys(settings.prefix, settings.job_partitions).partitions
+                    ]
                 finally:
                     await r.aclose()
-                assert [g["name"].decode() for g in groups] == [JOB_GROUP]
+                assert groups == [[JOB_GROUP]] * settings.job_partitions
     finally:
         own.stop()
 

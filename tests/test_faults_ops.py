@@ -24,7 +24,7 @@ from scanstream.ids import new_scan_id
 from scanstream.settings import Settings
 from scanstream.storage.connection import Storage, client
 from scanstream.storage.events import EventStore
-from scanstream.storage.jobs import job_fields
+from scanstream.storage.jobs import job_fields, job_id
 from scanstream.storage.keys import JOB_GROUP
 from scanstream.strategies.api import Strategy
 from tests.support import strategies as ts
@@ -36,6 +36,7 @@ from tests.support.faults import (
     started_events,
     worker,
 )
+from tests.support.jobs import job_entries, pending_count, running_count
 from tests.support.procs import REPO, Proc, env_for, running
 from tests.support.scans import (
     start_scan,
@@ -50,7 +51,7 @@ TEST_STRATEGIES = {s.name: s for s in (ts.noop, ts.finder, ts.slow, ts.sleeper, 
 
 
 async def _pending(store: EventStore) -> int:
-    return int((await store.redis.xpending(store.keys.jobs, JOB_GROUP))["pending"])
+    return await pending_count(store.redis, store.keys)
 
 
 # -- deadlines ----------------------------------------------------------------------------
@@ -83,7 +84,7 @@ async def test_the_scan_deadline_ends_scans_with_what_they_have(
     for scan_id in (partial, orphan):
         assert_log_is_sound(await store.read(scan_id))
         assert await store.redis.ttl(store.keys.events(scan_id)) > 0  # retention started
-    assert await store.redis.zcard(store.keys.running_scans) == 0
+    assert await running_count(store.redis, store.keys) == 0
     ended = [r for r in records if r["message"].startswith("scan ended at its deadline")]
     assert sorted(r["scan_id"] for r in ended) == sorted([partial, orphan])
 
@@ -93,7 +94,7 @@ async def _none_pending(store: EventStore) -> bool:
 
 
 async def _trimmed(store: EventStore) -> bool:
-    return int(await store.redis.xlen(store.keys.jobs)) == 0
+    return await job_entries(store.redis, store.keys) == 0
 
 
 async def test_a_running_scan_never_expires_and_an_ended_one_does(
@@ -124,19 +125,20 @@ def test_the_scan_deadline_must_be_positive() -> None:
 async def test_trimming_keeps_every_pending_and_undelivered_job(
     storage: Storage, store: EventStore
 ) -> None:
-    """Given acknowledged, pending and undelivered jobs, trimming drops only acknowledged
-    ones below the oldest pending id, never a pending or undelivered one."""
-    r, keys = store.redis, store.keys
+    """Given acknowledged, pending and undelivered jobs (in the last partition: trimming
+    reaches every one), trimming drops only acknowledged ones below the oldest pending id,
+    never a pending or undelivered one."""
+    r, jobs = store.redis, store.keys.partitions[-1].jobs
     await storage.jobs.ensure_group()
-    ids = [(await r.xadd(keys.jobs, {"n": str(i)})).decode() for i in range(5)]
-    await r.xreadgroup(JOB_GROUP, "c", {keys.jobs: ">"}, count=4)  # 0..3 delivered, 4 not
-    await r.xack(keys.jobs, JOB_GROUP, ids[0], ids[2], ids[3])  # 1 stays pending
+    ids = [(await r.xadd(jobs, {"n": str(i)})).decode() for i in range(5)]
+    await r.xreadgroup(JOB_GROUP, "c", {jobs: ">"}, count=4)  # 0..3 delivered, 4 not
+    await r.xack(jobs, JOB_GROUP, ids[0], ids[2], ids[3])  # 1 stays pending
     assert await storage.upkeep.trim() == 1  # only 0: 2 and 3 are above the pending 1
-    assert [i.decode() for i, _ in await r.xrange(keys.jobs)] == ids[1:]
-    await r.xack(keys.jobs, JOB_GROUP, ids[1])
+    assert [i.decode() for i, _ in await r.xrange(jobs)] == ids[1:]
+    await r.xack(jobs, JOB_GROUP, ids[1])
     assert await storage.upkeep.trim() == 3  # 1..3; 4 was never delivered
-    assert [i.decode() for i, _ in await r.xrange(keys.jobs)] == ids[4:]
-    await r.xreadgroup(JOB_GROUP, "c", {keys.jobs: ">"})
+    assert [i.decode() for i, _ in await r.xrange(jobs)] == ids[4:]
+    await r.xreadgroup(JOB_GROUP, "c", {jobs: ">"})
     assert await storage.upkeep.trim() == 0  # 4 is pending now
     assert await _pending(store) == 1
 
@@ -146,18 +148,19 @@ async def test_a_pending_job_whose_body_was_deleted_is_acknowledged_not_stuck(
 ) -> None:
     """Given three jobs taken by a consumer that died, one deleted meanwhile, a reclaim
     runs the two others and acknowledges the deleted one (Redis 6.2 replies nil for it)."""
-    r, keys = store.redis, store.keys
+    r, scan_id = store.redis, "scan_" + "0" * 32
+    partition = store.keys.partition_of(scan_id)
     await storage.jobs.ensure_group()
     for name in ("a", "b", "c"):
-        await r.xadd(keys.jobs, job_fields("scan_" + "0" * 32, name))
-    taken = await r.xreadgroup(JOB_GROUP, "ghost", {keys.jobs: ">"}, count=3)
+        await r.xadd(partition.jobs, job_fields(scan_id, name))
+    taken = await r.xreadgroup(JOB_GROUP, "ghost", {partition.jobs: ">"}, count=3)
     first = taken[0][1][0][0].decode()
-    await r.xdel(keys.jobs, first)
+    await r.xdel(partition.jobs, first)
     claimed, deleted = await storage.claims("heir").reclaim(min_idle_ms=0, count=10)
-    assert deleted == [first]
+    assert deleted == [job_id(partition.index, first)]
     assert [j.strategy for j in claimed] == ["b", "c"]
     assert all(j.deliveries == 2 for j in claimed)
-    rows = await r.xpending_range(keys.jobs, JOB_GROUP, "-", "+", 10)
+    rows = await r.xpending_range(partition.jobs, JOB_GROUP, "-", "+", 10)
     assert [(x["consumer"], x["times_delivered"]) for x in rows] == [(b"heir", 2), (b"heir", 2)]
 
 
@@ -166,13 +169,14 @@ async def test_only_consumers_without_pending_jobs_are_removed(
 ) -> None:
     """Given a gone consumer owning a job and one owning none, pruning removes only the
     second, and the first's job can still be reclaimed."""
-    r, keys = store.redis, store.keys
+    r, scan_id = store.redis, "scan_" + "0" * 32
+    jobs = store.keys.partition_of(scan_id).jobs
     await storage.jobs.ensure_group()
-    await r.xadd(keys.jobs, job_fields("scan_" + "0" * 32, "a"))
-    await r.xreadgroup(JOB_GROUP, "owner", {keys.jobs: ">"})
-    await r.xgroup_createconsumer(keys.jobs, JOB_GROUP, "idle")
+    await r.xadd(jobs, job_fields(scan_id, "a"))
+    await r.xreadgroup(JOB_GROUP, "owner", {jobs: ">"})
+    await r.xgroup_createconsumer(jobs, JOB_GROUP, "idle")
     assert await storage.upkeep.prune_consumers(min_idle_ms=0) == ["idle"]
-    assert [c["name"] for c in await r.xinfo_consumers(keys.jobs, JOB_GROUP)] == [b"owner"]
+    assert [c["name"] for c in await r.xinfo_consumers(jobs, JOB_GROUP)] == [b"owner"]
     claimed, _ = await storage.claims("heir").reclaim(min_idle_ms=0, count=10)
     assert [j.strategy for j in claimed] == ["a"]
     assert await storage.upkeep.prune_consumers(min_idle_ms=60_000) == []
@@ -190,10 +194,12 @@ async def test_an_ended_scan_leaves_the_running_set_by_the_next_sweep(
     running = await start_scan(store, ["noop"], enqueue=False)
     stale, young = new_scan_id(), new_scan_id()
     hour_ago = ev.wall_ms() - 3_600_000
-    await store.redis.zadd(
-        store.keys.running_scans, {**dict.fromkeys(ended, hour_ago), stale: hour_ago}
-    )
-    await store.redis.zadd(store.keys.running_scans, {young: ev.wall_ms()})
+    for scan_id, created_ms in {
+        **dict.fromkeys(ended, hour_ago),
+        stale: hour_ago,
+        young: ev.wall_ms(),
+    }.items():
+        await store.redis.zadd(store.keys.partition_of(scan_id).running, {scan_id: created_ms})
     reaper = Reaper(storage, settings, "r")
     report = await reaper.sweep()
     left = {r.scan_id for r in await storage.running.scans()}
@@ -277,10 +283,12 @@ async def test_redrive_requeues_only_work_that_can_still_count(
                 },
             )
         )
-    results = await storage.dead_letters.redrive(store, [*letters, "1-1"])
-    assert [x.outcome for x in results] == ["requeued", "refused", "refused", "unknown"]
+    unknown = [job_id(0, "1-1"), "1-1"]  # no such letter; no such partition either
+    results = await storage.dead_letters.redrive(store, [*letters, *unknown])
+    assert [x.outcome for x in results] == ["requeued", "refused", "refused", "unknown", "unknown"]
     assert "already completed" in results[1].detail and "ended" in results[2].detail
-    assert [d.id for d in await storage.dead_letters.newest()] == letters[1:]
+    # (in any order: two letters of one millisecond in two partitions have none between them)
+    assert sorted(d.id for d in await storage.dead_letters.newest()) == sorted(letters[1:])
     async with workers_running(settings, TEST_STRATEGIES):
         view = await wait_until_ended(store, open_scan)
     assert view.state == "completed" and len(view.opportunities) == 3
@@ -296,14 +304,15 @@ async def test_a_worker_that_lost_its_job_during_backoff_starts_no_new_attempt(
     its new owner."""
     slow_heartbeat = settings.with_(retry_backoff_s=0.6, claim_idle_ms=20_000, heartbeat_ms=10_000)
     scan_id = await start_scan(store, ["poison"])
+    jobs = store.keys.partition_of(scan_id).jobs
     async with workers_running(slow_heartbeat, TEST_STRATEGIES):
         await wait_for(lambda: _failed_once(store, scan_id), 5, "attempt 1 to fail")
-        [row] = await store.redis.xpending_range(store.keys.jobs, JOB_GROUP, "-", "+", 1)
-        await store.redis.xclaim(store.keys.jobs, JOB_GROUP, "thief", 0, [row["message_id"]])
+        [row] = await store.redis.xpending_range(jobs, JOB_GROUP, "-", "+", 1)
+        await store.redis.xclaim(jobs, JOB_GROUP, "thief", 0, [row["message_id"]])
         await anyio.sleep(1.2)  # the backoff is over: the worker asked and let go
     entries = await store.read(scan_id)
     assert [st.attempt for _, st in started_events(entries)] == [1]
-    [row] = await store.redis.xpending_range(store.keys.jobs, JOB_GROUP, "-", "+", 1)
+    [row] = await store.redis.xpending_range(jobs, JOB_GROUP, "-", "+", 1)
     assert row["consumer"] == b"thief"
 
 
@@ -338,7 +347,8 @@ async def test_a_job_for_a_strategy_the_scan_does_not_have_changes_nothing(
     acknowledged without a write, cannot end the scan early, and cannot be re-driven."""
     scan_id = await start_scan(store, ["finder"], enqueue=False)
     await storage.jobs.ensure_group()
-    await store.redis.xadd(store.keys.jobs, job_fields(scan_id, "noop"))
+    jobs = store.keys.partition_of(scan_id).jobs
+    await store.redis.xadd(jobs, job_fields(scan_id, "noop"))
     assert (await store.start_strategy(scan_id, "noop", "w")).status == "missing"
     letter = await storage.dead_letters.add({"scan_id": scan_id, "strategy": "noop", "attempts": 1})
     [refused] = await storage.dead_letters.redrive(store, [letter])
@@ -346,7 +356,7 @@ async def test_a_job_for_a_strategy_the_scan_does_not_have_changes_nothing(
     async with workers_running(settings, TEST_STRATEGIES):
         await wait_for(lambda: _none_pending(store), 5, "the foreign job to be acknowledged")
         assert [e.type for e in await store.read(scan_id)] == ["scan.requested"]
-        await store.redis.xadd(store.keys.jobs, job_fields(scan_id, "finder"))
+        await store.redis.xadd(jobs, job_fields(scan_id, "finder"))
         view = await wait_until_ended(store, scan_id)
     assert view.state == "completed" and view.warnings_count == 0
 
@@ -406,9 +416,10 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
         scan_id = await start_scan(store, ["poison", "finder"])
         await wait_until_ended(store, scan_id, timeout_s=15)
         stuck = await start_scan(store, ["noop"], enqueue=False)
+        jobs = store.keys.partition_of(stuck).jobs
         pipe = store.redis.pipeline(transaction=True)  # atomic: the worker cannot take it
-        pipe.xadd(store.keys.jobs, job_fields(stuck, "noop"))
-        pipe.xreadgroup(JOB_GROUP, "ghost", {store.keys.jobs: ">"})  # then "ghost" dies
+        pipe.xadd(jobs, job_fields(stuck, "noop"))
+        pipe.xreadgroup(JOB_GROUP, "ghost", {jobs: ">"})  # then "ghost" dies
         await pipe.execute()
         overview = json.loads(_inspect(env, "--json").stdout)
         text = _inspect(env)
@@ -416,8 +427,12 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
             metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
         records = log_records(w)
         await store.end_scan(stuck, "scan.cancelled")
-    [group] = overview["job_stream"]["groups"]
-    assert group["name"] == JOB_GROUP and group["lag"] == 0
+    groups = overview["job_stream"]["groups"]  # one per partition
+    assert sorted(g["partition"] for g in groups) == list(range(s.job_partitions))
+    assert all(g["name"] == JOB_GROUP and g["lag"] == 0 for g in groups)
+    assert {g["partition"]: g["pending"] for g in groups if g["pending"]} == {
+        store.keys.partition_of(stuck).index: 1
+    }
     assert [(p["consumer"], p["scan_id"]) for p in overview["pending"]] == [("ghost", stuck)]
     assert overview["dead_letters"]["count"] == 1
     assert [r["scan_id"] for r in overview["running_scans"]] == [stuck]

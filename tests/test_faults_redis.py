@@ -59,7 +59,7 @@ async def test_a_scan_survives_redis_being_killed_and_restarted(
     with each opportunity once."""
     s = fault_settings(settings, redis_url=own_redis.url)
     redis = client(own_redis.url)
-    store = EventStore(redis, Keys(s.prefix), retention_s=s.retention_s)
+    store = EventStore(redis, Keys(s.prefix, s.job_partitions), retention_s=s.retention_s)
     names = ["steady_a", "steady_b", "finder"]
     procs = (worker(s, tmp_path, "a"), worker(s, tmp_path, "b"))
     try:

@@ -17,7 +17,6 @@ import pytest
 from scanstream import events as ev
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
-from scanstream.storage.keys import JOB_GROUP
 from tests.support.faults import (
     assert_log_is_sound,
     consumer_name,
@@ -26,6 +25,7 @@ from tests.support.faults import (
     started_events,
     worker,
 )
+from tests.support.jobs import pending_count
 from tests.support.procs import REPO, env_for, running
 from tests.support.scans import (
     start_scan,
@@ -87,7 +87,7 @@ async def test_a_killed_workers_strategies_are_finished_by_another(
         assert len(set(_steps_found(entries, name))) == 20
         assert view.strategies[name].opportunities == 20
     assert len(view.opportunities) == 60
-    assert (await store.redis.xpending(store.keys.jobs, JOB_GROUP))["pending"] == 0
+    assert await pending_count(store.redis, store.keys) == 0
 
 
 async def _progressed(store: EventStore, scan_id: str) -> bool:
@@ -139,7 +139,7 @@ async def test_a_frozen_worker_that_wakes_up_writes_nothing(
         if r.get("scan_id") == scan_id and ("lost" in r["message"] or "claim lost" in r["message"])
     ]
     assert woke, "the woken worker did not notice it lost its jobs"
-    assert (await store.redis.xpending(store.keys.jobs, JOB_GROUP))["pending"] == 0
+    assert await pending_count(store.redis, store.keys) == 0
 
 
 async def test_a_slow_heartbeating_strategy_is_never_run_twice(
@@ -268,4 +268,4 @@ async def _started_count(store: EventStore, scan_id: str, n: int) -> bool:
 
 
 async def _nothing_pending(store: EventStore) -> bool:
-    return (await store.redis.xpending(store.keys.jobs, JOB_GROUP))["pending"] == 0
+    return await pending_count(store.redis, store.keys) == 0

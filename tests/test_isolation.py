@@ -13,7 +13,6 @@ from scanstream import events as ev
 from scanstream.projection import fold_all
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
-from scanstream.storage.keys import JOB_GROUP
 from tests.support.faults import (
     FAULT_MODULES,
     assert_log_is_sound,
@@ -21,6 +20,7 @@ from tests.support.faults import (
     started_events,
     worker,
 )
+from tests.support.jobs import pending_count
 from tests.support.procs import running
 from tests.support.scans import start_scan, wait_for, wait_until_ended
 
@@ -141,8 +141,7 @@ async def test_cancel_stops_a_strategy_that_never_awaits_within_a_second(
         assert status == "ok"
 
         async def acknowledged() -> bool:
-            pending = await store.redis.xpending(store.keys.jobs, JOB_GROUP)
-            return pending["pending"] == 0
+            return await pending_count(store.redis, store.keys) == 0
 
         await wait_for(acknowledged, 5, "the job to be acknowledged")
         await anyio.sleep(1.2)

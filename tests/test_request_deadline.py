@@ -94,7 +94,7 @@ async def test_a_frozen_redis_is_503_within_the_deadline_and_recovers(
     assert DEFAULT_DEADLINE_S == 2.0
     s = settings.with_(redis_url=own_redis.url)
     redis = client(own_redis.url)
-    store = EventStore(redis, Keys(s.prefix), retention_s=s.retention_s)
+    store = EventStore(redis, Keys(s.prefix, s.job_partitions), retention_s=s.retention_s)
     paths = {
         "status": "/v1/scans/{id}",
         "results": "/v1/scans/{id}/results",
@@ -150,7 +150,7 @@ async def test_a_scan_created_as_redis_freezes_is_whole_once_it_thaws(
     per scan, none lost, none twice."""
     s = settings.with_(redis_url=own_redis.url)
     redis = client(own_redis.url)
-    keys = Keys(s.prefix)
+    keys = Keys(s.prefix, s.job_partitions)
     body = {"strategies": ["noop"]}
     try:
         with running(api_proc(s, tmp_path)) as (proc,):
@@ -172,7 +172,11 @@ async def test_a_scan_created_as_redis_freezes_is_whole_once_it_thaws(
                 retry = await api.post("/v1/scans", json=body, headers={"Idempotency-Key": "k1"})
                 await anyio.sleep(0.5)  # the unkeyed creation finishes in the background
                 listed = (await api.get("/v1/scans")).json()["scans"]
-            jobs = [fields[b"scan_id"].decode() for _, fields in await redis.xrange(keys.jobs)]
+            queued = [
+                (p.index, fields[b"scan_id"].decode())
+                for p in keys.partitions
+                for _, fields in await redis.xrange(p.jobs)
+            ]
     finally:
         await redis.aclose()
     assert [r.status_code for r in answers] == [503, 503]
@@ -180,7 +184,9 @@ async def test_a_scan_created_as_redis_freezes_is_whole_once_it_thaws(
     assert took < 3.0
     assert retry.status_code == 202, retry.text
     assert len(listed) == 3  # the warm-up scan, the unkeyed one, the keyed one
+    jobs = [scan_id for _, scan_id in queued]
     assert sorted(jobs) == sorted(scan["scan_id"] for scan in listed)
+    assert all(keys.partition_of(scan_id).index == i for i, scan_id in queued)
     assert retry.json()["scan_id"] in jobs
 
 

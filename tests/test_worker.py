@@ -13,6 +13,7 @@ from scanstream.storage.events import EventStore
 from scanstream.storage.keys import JOB_GROUP
 from scanstream.strategies.api import Strategy, StrategyContext
 from tests.support import strategies as ts
+from tests.support.jobs import pending_count
 from tests.support.scans import start_scan, wait_until_ended, workers_running
 
 pytestmark = pytest.mark.anyio
@@ -43,8 +44,7 @@ async def test_a_scan_runs_every_strategy_and_ends_completed(
     assert len(view.opportunities) == 5
     scores = [o.score for o in view.ranked_opportunities()]
     assert scores == sorted(scores, reverse=True)
-    pending = await store.redis.xpending(store.keys.jobs, JOB_GROUP)
-    assert pending["pending"] == 0
+    assert await pending_count(store.redis, store.keys) == 0
 
 
 async def test_a_poison_strategy_is_retried_then_dead_lettered_and_the_scan_still_ends(
@@ -63,10 +63,11 @@ async def test_a_poison_strategy_is_retried_then_dead_lettered_and_the_scan_stil
         e.event for e in await store.read(scan_id) if isinstance(e.event, ev.StrategyFailed)
     ]
     assert [f.final for f in failures] == [False] * (settings.max_attempts - 1) + [True]
-    dead = await store.redis.xrange(store.keys.dead_letters)
+    dead = await store.redis.xrange(store.keys.partition_of(scan_id).dead_letters)
     assert [(d[b"scan_id"].decode(), d[b"strategy"].decode()) for _, d in dead] == [
         (scan_id, "poison")
     ]
+    assert sum([await store.redis.xlen(p.dead_letters) for p in store.keys.partitions]) == 1
 
 
 async def test_a_scan_whose_every_strategy_fails_ends_failed(
@@ -122,8 +123,7 @@ async def test_cancel_stops_running_strategies_within_a_second(
     view = await wait_until_ended(store, scan_id)
     assert view.state == "cancelled"
     assert {view.strategies["slow"].state, view.strategies["sleeper"].state} == {"cancelled"}
-    pending = await store.redis.xpending(store.keys.jobs, JOB_GROUP)
-    assert pending["pending"] == 0
+    assert await pending_count(store.redis, store.keys) == 0
 
 
 async def test_a_job_left_pending_by_a_dead_consumer_is_reclaimed(
@@ -132,7 +132,8 @@ async def test_a_job_left_pending_by_a_dead_consumer_is_reclaimed(
     """Given a job taken by a consumer that died before running it, another worker reclaims it
     after the idle time and the scan completes."""
     scan_id = await start_scan(store, ["finder"])
-    taken = await store.redis.xreadgroup(JOB_GROUP, "ghost", {store.keys.jobs: ">"}, count=1)
+    jobs = store.keys.partition_of(scan_id).jobs
+    taken = await store.redis.xreadgroup(JOB_GROUP, "ghost", {jobs: ">"}, count=1)
     assert taken
     async with workers_running(settings, TEST_STRATEGIES):
         view = await wait_until_ended(store, scan_id, timeout_s=settings.claim_idle_ms / 1000 + 10)

@@ -106,5 +106,7 @@ class PipelineBatcher:
             batch.done.set()
 
     async def _execute(self, calls: list[Call]) -> list[Any]:
+        return await pipelined(self.redis, calls, strict=False, on_send=self._count_round_trip)
+
+    def _count_round_trip(self) -> None:
         self.round_trips += 1
-        return await pipelined(self.redis, calls, strict=False)

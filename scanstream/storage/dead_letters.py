@@ -85,7 +85,8 @@ class DeadLetters:
         return job_id(partition.index, text(entry_id))
 
     async def newest(self, count: int = 100) -> list[DeadLetter]:
-        """The newest `count` dead letters of all partitions, oldest first."""
+        """The newest `count` dead letters of all partitions, oldest first (letters of one
+        millisecond in different partitions in no set order)."""
         letters: list[tuple[tuple[int, int], DeadLetter]] = []
         async with store_errors():
             for p in self.keys.partitions:

@@ -7,7 +7,7 @@ beyond what Python hands them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -34,22 +34,28 @@ def script_call(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -
     return script, (len(keys), *keys, *args)
 
 
-async def pipelined(redis: Redis, calls: Sequence[Call], *, strict: bool = True) -> list[Any]:
+async def pipelined(
+    redis: Redis,
+    calls: Sequence[Call],
+    *,
+    strict: bool = True,
+    on_send: Callable[[], None] | None = None,
+) -> list[Any]:
     """Send `calls` in one non-transactional pipeline (on a cluster: one per node, each
     call on its own slot); replies in call order. `strict`: a call's error is raised (the
     first one), once every call has run; else it stands in its reply's place.
 
     NOSCRIPT (Redis restarted, a failover, a node that never saw the script): that call
     did not run; the script is loaded (on every master, on a cluster) and those calls are
-    sent again.
+    sent again. `on_send` is called for each pipeline sent.
     """
-    replies = await _pipeline(redis, calls)
+    replies = await _pipeline(redis, calls, on_send)
     missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
     if missing:
         for script in {calls[i][0] for i in missing}:
             if script is not None:
                 script.sha = await redis.script_load(script.script)
-        again = await _pipeline(redis, [calls[i] for i in missing])
+        again = await _pipeline(redis, [calls[i] for i in missing], on_send)
         for i, reply in zip(missing, again, strict=True):
             replies[i] = reply
     if strict:
@@ -59,7 +65,11 @@ async def pipelined(redis: Redis, calls: Sequence[Call], *, strict: bool = True)
     return replies
 
 
-async def _pipeline(redis: Redis, calls: Sequence[Call]) -> list[Any]:
+async def _pipeline(
+    redis: Redis, calls: Sequence[Call], on_send: Callable[[], None] | None
+) -> list[Any]:
+    if on_send is not None:
+        on_send()
     pipe = redis.pipeline(transaction=False)
     for script, args in calls:
         if script is None:

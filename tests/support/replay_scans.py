@@ -82,7 +82,9 @@ async def run_scan(
 ) -> str:
     """Run one real scan to its end (or, with `enqueue`, until those jobs are done)."""
     redis = client(settings.redis_url or "")
-    store = EventStore(redis, Keys(settings.prefix), retention_s=settings.retention_s)
+    store = EventStore(
+        redis, Keys(settings.prefix, settings.job_partitions), retention_s=settings.retention_s
+    )
     try:
         async with workers_running(settings, strategies(settings), concurrency=16):
             scan_id = await start_scan(
