@@ -17,6 +17,7 @@ import pytest
 from scanstream import events as ev
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
+from tests.support.backends import on_both_backends
 from tests.support.faults import (
     assert_log_is_sound,
     consumer_name,
@@ -59,6 +60,7 @@ async def _started_by(store: EventStore, scan_id: str, name: str, count: int) ->
     return sum(1 for _, s in started_events(entries) if s.worker == name) >= count
 
 
+@on_both_backends
 async def test_a_killed_workers_strategies_are_finished_by_another(
     settings: Settings, store: EventStore, tmp_path: Path
 ) -> None:
@@ -94,6 +96,7 @@ async def _progressed(store: EventStore, scan_id: str) -> bool:
     return any(isinstance(e.event, ev.OpportunityFound) for e in await store.read(scan_id))
 
 
+@on_both_backends
 async def test_a_frozen_worker_that_wakes_up_writes_nothing(
     settings: Settings, store: EventStore, tmp_path: Path
 ) -> None:
@@ -159,6 +162,7 @@ async def test_a_slow_heartbeating_strategy_is_never_run_twice(
     assert_log_is_sound(entries)
 
 
+@on_both_backends
 async def test_a_poison_strategy_is_retried_dead_lettered_and_the_scan_ends(
     settings: Settings, store: EventStore, tmp_path: Path
 ) -> None:

@@ -16,8 +16,11 @@ from scanstream.live.fanout import DROP_GRACE_S, Fanout
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
 from scanstream.storage.keys import Keys
+from tests.support.backends import on_both_backends
+from tests.support.cluster import LocalCluster
 from tests.support.http import serve
 from tests.support.procs import api_proc, running
+from tests.support.sockets import local_ports
 from tests.support.sse import (
     Stream,
     bearer,
@@ -67,6 +70,7 @@ async def finished_scan(api: httpx.AsyncClient, store: EventStore) -> str:
     return scan_id
 
 
+@on_both_backends
 async def test_a_finished_scan_replays_in_full_and_the_stream_ends(
     api: httpx.AsyncClient, store: EventStore
 ) -> None:
@@ -95,6 +99,7 @@ async def test_sse_data_is_byte_for_byte_what_log_answers(
     assert stream.messages and all(m.data in raw_log for m in stream.messages)
 
 
+@on_both_backends
 async def test_live_events_then_resume_on_a_second_api_process_exactly_once(
     api: httpx.AsyncClient, sse_settings: Settings, tmp_path: Path
 ) -> None:
@@ -117,6 +122,7 @@ async def test_live_events_then_resume_on_a_second_api_process_exactly_once(
     assert [m.json for m in first.messages + rest.messages] == log
 
 
+@on_both_backends
 async def test_resume_with_the_after_query_parameter(
     api: httpx.AsyncClient, store: EventStore
 ) -> None:
@@ -472,3 +478,58 @@ async def test_a_stream_key_turned_into_another_type_does_not_stop_the_others(
         await run_strategy(store, fine, "noop", steps=2, finds=0)
     assert streams[fine].ended and streams[fine].messages[-1].event == "scan.completed"
     assert streams[broken].ended and any("cannot be read" in c for c in streams[broken].comments)
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_one_api_process_follows_scans_on_every_master_with_few_connections(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Six scans whose streams live on at least two masters, one SSE subscriber each, all on
+    one API process at once: every subscriber gets its scan's whole log in order, and the
+    process holds at most a few Redis connections per master, however many scans."""
+    cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+    settings: Settings = request.getfixturevalue("settings").with_(
+        redis_url=cluster.seed_url, redis_cluster=True
+    )
+    keys = Keys(settings.prefix, settings.job_partitions)
+    api = api_proc(settings, tmp_path)
+    with running(api):
+        async with (
+            httpx.AsyncClient(base_url=api.url, timeout=30.0) as client,
+            worker_running(settings),
+        ):
+            scans: list[str] = []
+            while (
+                len(scans) < 6
+                or len({cluster.master_for_key(keys.events(s)).port for s in scans}) < 2
+            ):
+                scans.append(await create_scan(client, ["slow", "finder"], {"slow_s": 1.5}))
+                scans = scans[-6:]
+            masters = {cluster.master_for_key(keys.events(s)).port for s in scans}
+            streams: dict[str, Stream] = {}
+            connections: dict[int, int] = {}
+
+            async def follow(scan_id: str) -> None:
+                streams[scan_id] = await read_stream(client, events_url(scan_id), headers=bearer())
+
+            async with anyio.create_task_group() as tg:
+                for i, scan_id in enumerate(scans, 1):  # one by one: the hot pool needs one
+                    tg.start_soon(follow, scan_id)
+                    await wait_for_metric(client, "scanstream_sse_following", i)
+                assert api.process is not None
+                ports = local_ports(api.process.pid)
+                for master in cluster.masters():
+                    addrs = [c["addr"] for c in master.admin.client_list()]
+                    connections[master.port] = sum(
+                        1 for a in addrs if int(a.rsplit(":", 1)[1]) in ports
+                    )
+            logs = {s: [e["id"] for e in await read_log(client, s)] for s in scans}
+    assert len(masters) >= 2
+    for scan_id in scans:
+        assert streams[scan_id].ended and streams[scan_id].ids == logs[scan_id]
+        assert streams[scan_id].messages[-1].event == "scan.completed"
+    # Per master: the tail reader's one and the hot pool's (as many as requests ran at
+    # once: one here); on the seed node also each of the two clients' slot-map connection.
+    # Not one per scan.
+    seed = int(cluster.seed_url.rsplit(":", 1)[1].split("/")[0])
+    assert all(n <= (4 if port == seed else 2) for port, n in connections.items()), connections
