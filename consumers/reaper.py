@@ -49,6 +49,7 @@ class Reaper:
         self.store = storage.events
         self.running = storage.running
         self.upkeep = storage.upkeep
+        self.jobs = storage.jobs
         self.job_info = storage.job_info
         self.settings = settings
         self.name = name
@@ -71,6 +72,7 @@ class Reaper:
         """One round of every upkeep step."""
         ended, forgotten = await self.end_overdue_scans()
         forgotten += await self.running.forget_ended()
+        await self.jobs.rebalance()
         trimmed = await self.upkeep.trim()
         if trimmed:
             metrics.TRIMMED.inc(trimmed)

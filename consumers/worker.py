@@ -81,7 +81,7 @@ class Worker:
         self.inflight: dict[str, Run] = {}
         self._reserved = 0  # slots asked for by reads still out (see _partition_reader)
         self._run_ended = anyio.Event()  # set (and replaced) whenever a run ends
-        self._acks: list[str] = []
+        self._acks: list[tuple[str, str]] = []  # (job id, its user)
         self._acks_ready = anyio.Event()
         self._draining = False
         self.jobs_done = 0
@@ -203,7 +203,7 @@ class Worker:
             self._run_ended = anyio.Event()
         if ack:
             self.jobs_done += 1
-            self._ack(run.job.id)
+            self._ack(run.job.id, run.job.user)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -297,8 +297,8 @@ class Worker:
 
     # -- acknowledgements and dead letters --------------------------------------------
 
-    def _ack(self, job_id: str) -> None:
-        self._acks.append(job_id)
+    def _ack(self, job_id: str, user: str = "") -> None:
+        self._acks.append((job_id, user))
         self._acks_ready.set()
 
     async def _ack_loop(self) -> None:
@@ -325,6 +325,7 @@ class Worker:
                 "job_id": job.id,
                 "scan_id": job.scan_id,
                 "strategy": job.strategy,
+                "user": job.user,
                 "attempts": attempts,
                 "error_type": error.type,
                 "error": error.message,

@@ -73,6 +73,16 @@ def log_event(scan_id: str, entry: LogEntry) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What a `POST /v1/scans` asks for, validated."""
+
+    requested: list[str] | None  # the strategies as asked (None: all of them)
+    names: list[str]  # the strategies to run
+    params: dict[str, Any]
+    priority: int  # orders the user's own waiting scans (storage/jobs.py)
+
+
 class ScanService:
     def __init__(
         self,
@@ -224,34 +234,32 @@ class ScanService:
         strategies: list[str] | None,
         params: dict[str, Any] | None,
         idempotency_key: str | None = None,
+        *,
+        priority: int = 0,
     ) -> Created:
         """Validate, create the scan and queue its jobs; see `_create` for the write order."""
         names = self._resolve(strategies)
         params = {} if params is None else params
         self.validate_params(params, names)  # stored as given, not as parsed
+        order = Order(strategies, names, params, priority)
         with self.deadline():
-            return await self._create_scan(user_id, strategies, names, params, idempotency_key)
+            return await self._create_scan(user_id, order, idempotency_key)
 
     async def _create_scan(
-        self,
-        user_id: str,
-        strategies: list[str] | None,
-        names: list[str],
-        params: dict[str, Any],
-        idempotency_key: str | None,
+        self, user_id: str, order: Order, idempotency_key: str | None
     ) -> Created:
         if idempotency_key is None:
-            return Created(await self._create(user_id, new_scan_id(), names, params), True)
+            return Created(await self._create(user_id, new_scan_id(), order), True)
 
         candidate = new_scan_id()
         held = await self.index.claim(user_id, idempotency_key, candidate)
         if held is None:
-            return Created(await self._create(user_id, candidate, names, params), True)
+            return Created(await self._create(user_id, candidate, order), True)
         view = await self.cache.get(held)
         if view is not None:
             if not view.exists or view.user_id != user_id:
                 raise ScanNotFound(held)
-            self._check_replay(view, strategies, params)
+            self._check_replay(view, order.requested, order.params)
             return Created(view, False)
         # The key names a scan whose stream does not exist. Either the request that
         # claimed the key died (or is still in flight) between claiming it and creating
@@ -262,13 +270,11 @@ class ScanService:
         # twin in flight and this retry never queue them twice. Older: the key outlived
         # its scan, so it starts over with a new scan.
         if ev.wall_ms() - scan_created_ms(held) < self.store.retention_s * 1000:
-            return Created(await self._create(user_id, held, names, params), True)
+            return Created(await self._create(user_id, held, order), True)
         await self.index.replace(user_id, idempotency_key, candidate)
-        return Created(await self._create(user_id, candidate, names, params), True)
+        return Created(await self._create(user_id, candidate, order), True)
 
-    async def _create(
-        self, user_id: str, scan_id: str, names: list[str], params: dict[str, Any]
-    ) -> ScanView:
+    async def _create(self, user_id: str, scan_id: str, order: Order) -> ScanView:
         """Append scan.requested, then list the scan and queue one job per strategy.
 
         Two round trips, in this order: the scan's stream lives in its own hash slot and
@@ -282,31 +288,34 @@ class ScanService:
         sent, a Redis slow to answer gets both (the request itself answers 503 in time),
         and a retry with the same Idempotency-Key finds a scan that will run.
         """
-        creating = asyncio.ensure_future(self._create_now(user_id, scan_id, names, params))
+        creating = asyncio.ensure_future(self._create_now(user_id, scan_id, order))
         creating.add_done_callback(_report_create)
         return await asyncio.shield(creating)
 
-    async def _create_now(
-        self, user_id: str, scan_id: str, names: list[str], params: dict[str, Any]
-    ) -> ScanView:
-        requested = ev.stamp(ScanRequested, user_id=user_id, strategies=names, params=params)
+    async def _create_now(self, user_id: str, scan_id: str, order: Order) -> ScanView:
+        requested = ev.stamp(
+            ScanRequested, user_id=user_id, strategies=order.names, params=order.params
+        )
         entry_id = await self.store.create_scan(scan_id, requested)
         if entry_id is None:  # created by a twin request: read what it wrote
             view = await self.cache.get(scan_id)
             if view is None or not view.exists or view.user_id != user_id:
                 raise ScanNotFound(scan_id)
             return view
-        await self._enqueue(user_id, scan_id, names)
+        await self._enqueue(user_id, scan_id, order)
         # Fold what we wrote instead of reading it back: no round trip.
         entry = LogEntry(entry_id, "scan.requested", ev.encode(requested), event=requested)
         view = projection.fold_all(scan_id, [entry])
         return self.cache.offer(view)
 
-    async def _enqueue(self, user_id: str, scan_id: str, names: list[str]) -> None:
+    async def _enqueue(self, user_id: str, scan_id: str, order: Order) -> None:
         """List the scan for its user and queue one job per strategy: one round trip."""
         if not self._group_ready:
             await self.prepare()
-        await self.jobs.enqueue(scan_id, names, listing=self.index.listing(user_id, scan_id))
+        listing = self.index.listing(user_id, scan_id)
+        await self.jobs.enqueue(
+            scan_id, user_id, order.names, priority=order.priority, listing=listing
+        )
 
     def _resolve(self, requested: list[str] | None) -> list[str]:
         if requested is None:

@@ -51,6 +51,9 @@ class Settings:
     # A terminal or finding write counts only once this many replicas have it (Redis
     # WAIT): what a failover can lose in its window, at a measured cost (0: do not wait).
     durable_replicas: int = 0
+    # Strategies of one user running (queued to workers, not yet done) at once, across all
+    # workers; beyond it that user's jobs wait while other users' go first (0: no cap).
+    user_max_running_jobs: int = 64
     secret: str | None = None
     prefix: str = "scanstream"
     strategy_modules: tuple[str, ...] = ()
@@ -134,6 +137,7 @@ class Settings:
             redis_cluster=_flag(env, "SCANSTREAM_REDIS_CLUSTER"),
             job_partitions=partitions,
             durable_replicas=durable_replicas,
+            user_max_running_jobs=_int(env, "SCANSTREAM_USER_MAX_RUNNING_JOBS", 64),
             secret=env.get("SCANSTREAM_SECRET") or None,
             prefix=prefix,
             strategy_modules=modules,

@@ -96,10 +96,10 @@ async def test_create_queues_one_job_per_strategy(
     client: httpx.AsyncClient, redis: Redis, settings: Settings
 ) -> None:
     """Creating a scan queues exactly one job per strategy on the job stream of the
-    scan's partition, and nothing on the others."""
+    user's partition, and nothing on the others."""
     scan = await create(client)
     keys = Keys(settings.prefix, settings.job_partitions)
-    jobs = await xrange(redis, keys.partition_of(scan["scan_id"]).jobs)
+    jobs = await xrange(redis, keys.jobs_of("alice").jobs)
     assert sorted(f[b"strategy"] for _, f in jobs) == [b"finder", b"noop"]
     assert {f[b"scan_id"].decode() for _, f in jobs} == {scan["scan_id"]}
     assert await job_entries(redis, keys) == 2

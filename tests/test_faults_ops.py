@@ -170,7 +170,7 @@ async def test_only_consumers_without_pending_jobs_are_removed(
     """Given a gone consumer owning a job and one owning none, pruning removes only the
     second, and the first's job can still be reclaimed."""
     r, scan_id = store.redis, "scan_" + "0" * 32
-    jobs = store.keys.partition_of(scan_id).jobs
+    jobs = store.keys.jobs_of("alice").jobs
     await storage.jobs.ensure_group()
     await r.xadd(jobs, job_fields(scan_id, "a"))
     await r.xreadgroup(JOB_GROUP, "owner", {jobs: ">"})
@@ -304,7 +304,7 @@ async def test_a_worker_that_lost_its_job_during_backoff_starts_no_new_attempt(
     its new owner."""
     slow_heartbeat = settings.with_(retry_backoff_s=0.6, claim_idle_ms=20_000, heartbeat_ms=10_000)
     scan_id = await start_scan(store, ["poison"])
-    jobs = store.keys.partition_of(scan_id).jobs
+    jobs = store.keys.jobs_of("alice").jobs
     async with workers_running(slow_heartbeat, TEST_STRATEGIES):
         await wait_for(lambda: _failed_once(store, scan_id), 5, "attempt 1 to fail")
         [row] = await store.redis.xpending_range(jobs, JOB_GROUP, "-", "+", 1)
@@ -347,7 +347,7 @@ async def test_a_job_for_a_strategy_the_scan_does_not_have_changes_nothing(
     acknowledged without a write, cannot end the scan early, and cannot be re-driven."""
     scan_id = await start_scan(store, ["finder"], enqueue=False)
     await storage.jobs.ensure_group()
-    jobs = store.keys.partition_of(scan_id).jobs
+    jobs = store.keys.jobs_of("alice").jobs
     await store.redis.xadd(jobs, job_fields(scan_id, "noop"))
     assert (await store.start_strategy(scan_id, "noop", "w")).status == "missing"
     letter = await storage.dead_letters.add({"scan_id": scan_id, "strategy": "noop", "attempts": 1})
@@ -416,7 +416,7 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
         scan_id = await start_scan(store, ["poison", "finder"])
         await wait_until_ended(store, scan_id, timeout_s=15)
         stuck = await start_scan(store, ["noop"], enqueue=False)
-        jobs = store.keys.partition_of(stuck).jobs
+        jobs = store.keys.jobs_of("alice").jobs
         pipe = store.redis.pipeline(transaction=True)  # atomic: the worker cannot take it
         pipe.xadd(jobs, job_fields(stuck, "noop"))
         pipe.xreadgroup(JOB_GROUP, "ghost", {jobs: ">"})  # then "ghost" dies
@@ -431,7 +431,7 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
     assert sorted(g["partition"] for g in groups) == list(range(s.job_partitions))
     assert all(g["name"] == JOB_GROUP and g["lag"] == 0 for g in groups)
     assert {g["partition"]: g["pending"] for g in groups if g["pending"]} == {
-        store.keys.partition_of(stuck).index: 1
+        store.keys.jobs_of("alice").index: 1
     }
     assert [(p["consumer"], p["scan_id"]) for p in overview["pending"]] == [("ghost", stuck)]
     assert overview["dead_letters"]["count"] == 1

@@ -63,7 +63,7 @@ async def test_a_poison_strategy_is_retried_then_dead_lettered_and_the_scan_stil
         e.event for e in await store.read(scan_id) if isinstance(e.event, ev.StrategyFailed)
     ]
     assert [f.final for f in failures] == [False] * (settings.max_attempts - 1) + [True]
-    dead = await store.redis.xrange(store.keys.partition_of(scan_id).dead_letters)
+    dead = await store.redis.xrange(store.keys.jobs_of("alice").dead_letters)
     assert [(d[b"scan_id"].decode(), d[b"strategy"].decode()) for _, d in dead] == [
         (scan_id, "poison")
     ]
@@ -132,7 +132,7 @@ async def test_a_job_left_pending_by_a_dead_consumer_is_reclaimed(
     """Given a job taken by a consumer that died before running it, another worker reclaims it
     after the idle time and the scan completes."""
     scan_id = await start_scan(store, ["finder"])
-    jobs = store.keys.partition_of(scan_id).jobs
+    jobs = store.keys.jobs_of("alice").jobs
     taken = await store.redis.xreadgroup(JOB_GROUP, "ghost", {jobs: ">"}, count=1)
     assert taken
     async with workers_running(settings, TEST_STRATEGIES):

@@ -21,6 +21,9 @@ class CreateScan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         | None
     ) = None
     params: dict[str, Any] | None = None
+    # Orders the caller's own waiting scans: higher first (0 to 9); other users' scans
+    # are served in turn whatever their priority.
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
 
 
 class ScanList(msgspec.Struct, kw_only=True):

@@ -51,7 +51,9 @@ async def create_scan(request: Request) -> Response:
         parsed = decode_create(body)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    outcome = await ctx.service.create_scan(user, parsed.strategies, parsed.params, key)
+    outcome = await ctx.service.create_scan(
+        user, parsed.strategies, parsed.params, key, priority=parsed.priority
+    )
     if outcome.created:
         ctx.metrics.scans_created.inc()
     scan_id = outcome.view.scan_id

@@ -184,7 +184,12 @@ class Storage:
 
     @cached_property
     def jobs(self) -> JobQueue:
-        return JobQueue(self.redis, self.keys, blocking=self._blocking)
+        return JobQueue(
+            self.redis,
+            self.keys,
+            blocking=self._blocking,
+            max_running=self.settings.user_max_running_jobs,
+        )
 
     def claims(self, consumer: str) -> Claims:
         return Claims(self.redis, self.keys, consumer)

@@ -33,6 +33,7 @@ class DeadLetter:
     job_id: str
     scan_id: str
     strategy: str
+    user: str
     attempts: int
     error_type: str
     error: str
@@ -53,6 +54,7 @@ class DeadLetter:
             job_id=f("job_id"),
             scan_id=f("scan_id"),
             strategy=f("strategy"),
+            user=f("user"),
             attempts=attempts,
             error_type=f("error_type"),
             error=f("error"),
@@ -75,8 +77,12 @@ class DeadLetters:
         self.keys = keys
 
     async def add(self, letter: dict[str, str | int]) -> str:
-        """Record a dead job (`letter["scan_id"]` chooses the partition); the letter's id."""
-        partition = self.keys.partition_of(str(letter["scan_id"]))
+        """Record a dead job on its partition (the one its `job_id` names, else its user's);
+        the letter's id."""
+        try:
+            partition = self.keys.partitions[split_job_id(str(letter.get("job_id")))[0]]
+        except (ValueError, IndexError):
+            partition = self.keys.jobs_of(str(letter.get("user", "")))
         fields: dict[Any, Any] = dict(letter)
         async with store_errors():
             entry_id = await self.redis.xadd(
@@ -167,9 +173,11 @@ class DeadLetters:
         p = self.keys.partitions[partition]
         async with store_errors():
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(p.jobs, job_fields(letter.scan_id, letter.strategy))
+            pipe.xadd(p.jobs, job_fields(letter.scan_id, letter.strategy, letter.user))
+            if letter.user:  # counted as running, as a job moved from a lane is
+                pipe.hincrby(p.running_jobs, letter.user, 1)
             pipe.xdel(p.dead_letters, entry_id)
-            new_entry, _ = await pipe.execute()
+            new_entry, *_ = await pipe.execute()
         return Redrive(
             letter.id, "requeued", "queued as a new job", job_id(partition, text(new_entry))
         )

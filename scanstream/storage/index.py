@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from scanstream.events import wall_ms
 from scanstream.ids import is_scan_id, scan_created_ms
 from scanstream.storage.errors import store_errors
 from scanstream.storage.keys import Keys
+from scanstream.storage.scripts import Call
 
 
 def digest(value: str) -> str:
@@ -50,12 +50,14 @@ class ScanIndex:
         """The scan, to be listed for its user along with its jobs (`JobQueue.enqueue`)."""
         return Listing(self, user_id, scan_id)
 
-    def add_into(self, pipe: Pipeline, user_id: str, scan_id: str, now_ms: int) -> None:
-        """On a pipeline of the storage layer: list the scan, and trim what must have expired."""
+    def listing_calls(self, user_id: str, scan_id: str, now_ms: int) -> list[Call]:
+        """For a pipeline of the storage layer: list the scan, and trim what must have expired."""
         key = self.keys.user_scans(user_id)
-        pipe.zadd(key, {scan_id: scan_created_ms(scan_id)})
-        pipe.zremrangebyscore(key, "-inf", f"({now_ms - self.ttl_s * 1000}")
-        pipe.expire(key, self.ttl_s)
+        return [
+            (None, ("ZADD", key, scan_created_ms(scan_id), scan_id)),
+            (None, ("ZREMRANGEBYSCORE", key, "-inf", f"({now_ms - self.ttl_s * 1000}")),
+            (None, ("EXPIRE", key, self.ttl_s)),
+        ]
 
     async def page(self, user_id: str, cursor: str | None, limit: int) -> tuple[list[str], bool]:
         """Up to `limit` ids older than `cursor` (or the newest), newest first, and whether
@@ -115,5 +117,5 @@ class Listing:
     user_id: str
     scan_id: str
 
-    def add_into(self, pipe: Pipeline) -> None:
-        self.index.add_into(pipe, self.user_id, self.scan_id, wall_ms())
+    def calls(self) -> list[Call]:
+        return self.index.listing_calls(self.user_id, self.scan_id, wall_ms())

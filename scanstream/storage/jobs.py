@@ -21,15 +21,20 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from scanstream.errors import ScanstreamError
+from scanstream.events import wall_ms
 from scanstream.ids import is_scan_id
 from scanstream.storage.errors import store_errors
 from scanstream.storage.index import Listing
-from scanstream.storage.keys import JOB_GROUP, Keys
+from scanstream.storage.keys import JOB_GROUP, Keys, PartitionKeys
 from scanstream.storage.replies import text
-from scanstream.storage.scripts import Call, pipelined
+from scanstream.storage.scripts import Call, pipelined, register, script_call
+
+MAX_PRIORITY = 9  # a scan's `priority`: 0 (default) to 9, higher first among a user's own
+# Undelivered jobs each partition's stream holds, beyond what a read takes: enough to wake
+# idle workers at once, few enough that a newcomer waits behind little of others' work.
+READY_DEPTH = 8
 
 
 class GroupMissing(ScanstreamError):
@@ -58,20 +63,23 @@ def by_partition(job_ids: Iterable[str]) -> dict[int, list[str]]:
 
 
 class Job:
-    __slots__ = ("deliveries", "id", "scan_id", "strategy")
+    __slots__ = ("deliveries", "id", "scan_id", "strategy", "user")
 
-    def __init__(self, id: str, scan_id: str, strategy: str, deliveries: int = 1) -> None:
+    def __init__(
+        self, id: str, scan_id: str, strategy: str, deliveries: int = 1, user: str = ""
+    ) -> None:
         self.id = id  # "<partition>/<entry id>"
         self.scan_id = scan_id
         self.strategy = strategy
         self.deliveries = deliveries
+        self.user = user  # whose scan: its running count drops when the job is acknowledged
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.scan_id}, {self.strategy}, deliveries={self.deliveries})"
 
 
-def job_fields(scan_id: str, strategy: str) -> dict[Any, Any]:
-    return {"scan_id": scan_id, "strategy": strategy}
+def job_fields(scan_id: str, strategy: str, user: str = "") -> dict[Any, Any]:
+    return {"scan_id": scan_id, "strategy": strategy, "user": user}
 
 
 def job_from_entry(
@@ -84,20 +92,39 @@ def job_from_entry(
     if not is_scan_id(scan_id):
         return None
     strategy = fields[b"strategy"].decode(errors="replace")
-    return Job(job_id(partition, text(entry_id)), scan_id, strategy, deliveries)
+    user = fields.get(b"user", b"").decode(errors="replace")
+    return Job(job_id(partition, text(entry_id)), scan_id, strategy, deliveries, user)
+
+
+def lane_score(priority: int, now_ms: int) -> int:
+    """A waiting job's place in its user's lane: higher priority first, then oldest first."""
+    return (MAX_PRIORITY - priority) * 2**42 + now_ms
 
 
 class JobQueue:
     """The queue as the API (enqueue) and the workers (read, ack) use it.
 
+    Fair share (lua/job_lanes.lua): enqueued jobs wait in their user's lane, and move to
+    the partition's job stream, users taking turns, as workers can take them; a user with
+    `max_running` jobs not yet acknowledged waits while others go first.
+
     `blocking`: a client of its own for reads that wait (XREADGROUP BLOCK), so a long
     BLOCK never holds a connection of the hot pool (see storage/connection.py).
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, blocking: Redis | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        blocking: Redis | None = None,
+        max_running: int = 0,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.blocking = blocking or redis
+        self.max_running = max_running
+        self._lanes = register(redis, "job_lanes.lua")
 
     @property
     def partitions(self) -> int:
@@ -116,23 +143,44 @@ class JobQueue:
                 if isinstance(reply, Exception):
                     raise reply
 
-    async def enqueue(
-        self, scan_id: str, strategies: Sequence[str], *, listing: Listing | None = None
-    ) -> None:
-        """Queue one job per strategy on the scan's partition; with `listing`, list the
-        scan for its user in the same round trip (`ScanIndex.listing`)."""
-        async with store_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            if listing is not None:
-                listing.add_into(pipe)
-            self.enqueue_into(pipe, scan_id, strategies)
-            await pipe.execute()
+    def lanes_call(self, partition: PartitionKeys, mode: str, *args: Any, depth: int = 0) -> Call:
+        """One call of lua/job_lanes.lua on `partition`."""
+        return script_call(
+            self._lanes,
+            [partition.jobs, partition.ring, partition.running_jobs],
+            [
+                mode,
+                partition.lane_prefix,
+                max(depth, READY_DEPTH),
+                self.max_running,
+                JOB_GROUP,
+                *args,
+            ],
+        )
 
-    def enqueue_into(self, pipe: Pipeline, scan_id: str, strategies: Sequence[str]) -> None:
-        """On a pipeline of the storage layer: one job per strategy, on the scan's partition."""
-        stream = self.keys.partition_of(scan_id).jobs
-        for name in strategies:
-            pipe.xadd(stream, job_fields(scan_id, name))
+    def enqueue_calls(
+        self, scan_id: str, user_id: str, strategies: Sequence[str], priority: int = 0
+    ) -> list[Call]:
+        """One job per strategy, in the user's lane on the user's partition."""
+        score = lane_score(priority, wall_ms())
+        lane_args = (user_id, scan_id, score, *strategies)
+        return [self.lanes_call(self.keys.jobs_of(user_id), "enqueue", *lane_args)]
+
+    async def enqueue(
+        self,
+        scan_id: str,
+        user_id: str,
+        strategies: Sequence[str],
+        *,
+        priority: int = 0,
+        listing: Listing | None = None,
+    ) -> None:
+        """Queue one job per strategy; with `listing`, list the scan for its user in the
+        same round trip (`ScanIndex.listing`)."""
+        calls = listing.calls() if listing is not None else []
+        calls += self.enqueue_calls(scan_id, user_id, strategies, priority)
+        async with store_errors():
+            await pipelined(self.redis, calls)
 
     async def read(
         self,
@@ -147,12 +195,32 @@ class JobQueue:
         its body is not usable): new ones (`position` ">"), or the consumer's own pending
         jobs after the entry id `position` ("0": from the start). `GroupMissing` when the
         group is gone."""
-        stream = self.keys.partitions[partition].jobs
+        p = self.keys.partitions[partition]
         async with store_errors():
             try:
-                reply: Any = await self.blocking.xreadgroup(
-                    JOB_GROUP, consumer, {stream: position}, count=count, block=block_ms
-                )
+                if block_ms is None and position == ">":
+                    # First move waiting jobs from the lanes, users taking turns.
+                    read = (
+                        None,
+                        (
+                            "XREADGROUP",
+                            "GROUP",
+                            JOB_GROUP,
+                            consumer,
+                            "COUNT",
+                            count,
+                            "STREAMS",
+                            p.jobs,
+                            ">",
+                        ),
+                    )
+                    _, reply = await pipelined(
+                        self.redis, [self.lanes_call(p, "dispatch", depth=count), read]
+                    )
+                else:
+                    reply = await self.blocking.xreadgroup(
+                        JOB_GROUP, consumer, {p.jobs: position}, count=count, block=block_ms
+                    )
             except redis_errors.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     raise GroupMissing(str(exc)) from exc
@@ -163,11 +231,26 @@ class JobQueue:
             for entry_id, fields in entries
         ]
 
-    async def ack(self, job_ids: Sequence[str]) -> None:
-        calls: list[Call] = [
-            (None, ("XACK", self.keys.partitions[p].jobs, JOB_GROUP, *entry_ids))
-            for p, entry_ids in by_partition(job_ids).items()
+    async def ack(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Acknowledge (job id, user) pairs; each user's running count drops, and waiting
+        jobs take the room (one script call per partition, one round trip)."""
+        grouped: dict[int, list[str]] = {}
+        for value, user in jobs:
+            partition, entry_id = split_job_id(value)
+            grouped.setdefault(partition, []).extend((entry_id, user))
+        calls = [
+            self.lanes_call(self.keys.partitions[p], "ack", *pairs) for p, pairs in grouped.items()
         ]
+        async with store_errors():
+            await pipelined(self.redis, calls)
+
+    async def rebalance(self) -> None:
+        """Recount each partition's running jobs per user from its stream (a count that
+        drifted, e.g. an acknowledgement lost to a failover, heals), then fill the
+        streams from the lanes (the reaper, each round)."""
+        calls: list[Call] = []
+        for p in self.keys.partitions:
+            calls += [self.lanes_call(p, "recount"), self.lanes_call(p, "dispatch")]
         async with store_errors():
             await pipelined(self.redis, calls)
 

@@ -4,16 +4,19 @@ Per-scan keys carry the hash tag `{scan_id}` so they live in one cluster slot, c
 updated atomically by one Lua script, and expire together.
 
 The job queue is split into partitions (`SCANSTREAM_JOB_PARTITIONS`). Each partition is
-its own hash tag, holding its job stream (with its consumer group), its dead letters and
-its running set, so every command and script on a partition touches one slot. A scan's
-jobs all go to one partition, chosen from its id alone (`partition_of`). The tags are
-picked so that partition i's slot falls in the i-th equal share of the 16,384 slots:
-partitions spread evenly over the masters of a cluster whose slots are split evenly
-(as `redis-cli --cluster create` splits them), instead of where CRC16 happens to put them.
+its own hash tag, holding its job stream (with its consumer group), its users' lanes,
+its dead letters and its running set, so every command and script on a partition touches
+one slot. A user's jobs all go to one partition, chosen from the user id (`jobs_of`);
+a scan's running-set entry goes to the partition chosen from the scan id
+(`partition_of`). The tags are picked so that partition i's slot falls in the i-th
+equal share of the 16,384 slots: partitions spread evenly over the masters of a cluster
+whose slots are split evenly (as `redis-cli --cluster create` splits them), instead of
+where CRC16 happens to put them.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from functools import cache, cached_property
 
@@ -36,6 +39,12 @@ class ScanKeys:
 class PartitionKeys:
     index: int
     jobs: str  # the partition's job stream, read by the JOB_GROUP consumer group
+    # Fair share (lua/job_lanes.lua): each user's waiting jobs in a lane (a sorted set
+    # named `lane_prefix + user`), the users with waiting jobs in a ring, and per user
+    # the jobs of the stream not yet acknowledged.
+    lane_prefix: str
+    ring: str
+    running_jobs: str
     dead_letters: str  # jobs whose strategy failed for good: a record for operators
     # Sorted set of scans that may still be running, scored by creation ms. Only the
     # deadline reaper and `inspect` read it; a scan's status never depends on it. A scan
@@ -69,15 +78,26 @@ class Keys:
             tag = f"{self.prefix}:{{{partition_tag(i, self.partition_count)}}}"
             out.append(
                 PartitionKeys(
-                    i, jobs=f"{tag}:jobs", dead_letters=f"{tag}:dead", running=f"{tag}:running"
+                    i,
+                    jobs=f"{tag}:jobs",
+                    lane_prefix=f"{tag}:lane:",
+                    ring=f"{tag}:ring",
+                    running_jobs=f"{tag}:running-jobs",
+                    dead_letters=f"{tag}:dead",
+                    running=f"{tag}:running",
                 )
             )
         return tuple(out)
 
     def partition_of(self, scan_id: str) -> PartitionKeys:
-        """The partition holding a scan's jobs and its running-set entry: from its id alone
-        (the random tail of its UUIDv7)."""
+        """The partition holding a scan's running-set entry: from its id alone (the random
+        tail of its UUIDv7)."""
         return self.partitions[int(scan_id[-8:], 16) % self.partition_count]
+
+    def jobs_of(self, user_id: str) -> PartitionKeys:
+        """The partition holding every job of a user's scans, so that the user's lane and
+        running count, and the cap on them, live in one slot."""
+        return self.partitions[zlib.crc32(user_id.encode()) % self.partition_count]
 
     def scan(self, scan_id: str) -> ScanKeys:
         # No key is ever built from an unvalidated id.

@@ -30,6 +30,9 @@ async def start_scan(
     params: dict[str, Any] | None = None,
     user_id: str = "alice",
     enqueue: bool | Sequence[str] = True,
+    *,
+    jobs: JobQueue | None = None,
+    priority: int = 0,
 ) -> str:
     """What POST /v1/scans does underneath: scan.requested, then one job per strategy
     (or only for the strategies `enqueue` names; none if it is False)."""
@@ -39,10 +42,10 @@ async def start_scan(
     )
     await store.create_scan(scan_id, requested)
     if enqueue:
-        queue = JobQueue(store.redis, store.keys)
+        queue = jobs or JobQueue(store.redis, store.keys)
         await queue.ensure_group()
         queued = strategies if enqueue is True else enqueue
-        await queue.enqueue(scan_id, list(queued))
+        await queue.enqueue(scan_id, user_id, list(queued), priority=priority)
     return scan_id
 
 

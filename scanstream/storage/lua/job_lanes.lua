@@ -1,0 +1,109 @@
+-- Fair share between users on one job partition: per-user lanes served round-robin.
+--
+-- A job does not go straight to the partition's job stream (first in, first out, where
+-- one user's backlog stands in front of everyone). It waits in its user's lane, a sorted
+-- set ordered by (priority, time), and the users with waiting jobs take turns in a ring.
+-- Jobs move from lanes to the stream only as workers can take them: the stream keeps at
+-- most `depth` undelivered jobs (enough to wake idle workers at once), so a newcomer
+-- waits behind at most `depth` jobs of others plus one turn of the ring. A user with
+-- `cap` jobs in the stream (delivered or not, not yet acknowledged) is skipped: the
+-- others go first.
+--
+-- Every key is in the partition's hash slot: the lanes are named from ARGV[2] and the
+-- user (one slot, so the script may reach them on a cluster).
+-- KEYS[1] job stream, KEYS[2] ring (list of users with waiting jobs),
+-- KEYS[3] running hash (user -> jobs in the stream not yet acknowledged)
+-- ARGV[1] mode, ARGV[2] lane key prefix, ARGV[3] depth, ARGV[4] cap (0: none),
+-- ARGV[5] consumer group
+--   enqueue: ARGV[6] user, ARGV[7] scan id, ARGV[8] score, ARGV[9..] strategies
+--   ack:     ARGV[6..] pairs (entry id, user or "")
+--   dispatch, recount: nothing more
+-- Returns how many jobs moved to the stream (recount: the users counted).
+local stream, ring, running = KEYS[1], KEYS[2], KEYS[3]
+local mode, lane_prefix = ARGV[1], ARGV[2]
+local depth, cap, group = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+
+local function last_delivered()
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if not ok then return '0-0' end
+  for _, g in ipairs(groups) do
+    -- XINFO GROUPS answers a flat list of field, value per group
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    if info['name'] == group then return info['last-delivered-id'] end
+  end
+  return '0-0'
+end
+
+local function dispatch()
+  local waiting = #redis.call('XRANGE', stream, '(' .. last_delivered(), '+', 'COUNT', depth)
+  local room = depth - waiting
+  local moved, skipped = 0, 0
+  while room > 0 do
+    local users = redis.call('LLEN', ring)
+    if users == 0 or skipped >= users then break end
+    local user = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+    if cap > 0 and tonumber(redis.call('HGET', running, user) or '0') >= cap then
+      skipped = skipped + 1
+    else
+      local lane = lane_prefix .. user
+      local head = redis.call('ZPOPMIN', lane)
+      if #head > 0 then
+        local sep = string.find(head[1], '\n', 1, true)
+        redis.call('XADD', stream, '*', 'scan_id', string.sub(head[1], 1, sep - 1),
+          'strategy', string.sub(head[1], sep + 1), 'user', user)
+        redis.call('HINCRBY', running, user, 1)
+        moved, room, skipped = moved + 1, room - 1, 0
+      end
+      if redis.call('EXISTS', lane) == 0 then redis.call('LREM', ring, 0, user) end
+    end
+  end
+  return moved
+end
+
+if mode == 'enqueue' then
+  local user, scan_id, score = ARGV[6], ARGV[7], ARGV[8]
+  local lane = lane_prefix .. user
+  if redis.call('EXISTS', lane) == 0 then redis.call('RPUSH', ring, user) end
+  for i = 9, #ARGV do
+    redis.call('ZADD', lane, score, scan_id .. '\n' .. ARGV[i])
+  end
+  return dispatch()
+elseif mode == 'ack' then
+  for i = 6, #ARGV, 2 do
+    local user = ARGV[i + 1]
+    if redis.call('XACK', stream, group, ARGV[i]) == 1 and user ~= '' then
+      if redis.call('HINCRBY', running, user, -1) <= 0 then redis.call('HDEL', running, user) end
+    end
+  end
+  return dispatch()
+elseif mode == 'dispatch' then
+  return dispatch()
+elseif mode == 'recount' then
+  -- The running counts from the stream itself: pending entries and undelivered ones.
+  -- Run by the reaper, so a count that drifted (a lost acknowledgement) heals.
+  local counts = {}
+  local function count(fields)
+    for i = 1, #fields, 2 do
+      if fields[i] == 'user' then counts[fields[i + 1]] = (counts[fields[i + 1]] or 0) + 1 end
+    end
+  end
+  local ok, pending = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 100000)
+  if ok then
+    for _, p in ipairs(pending) do
+      local body = redis.call('XRANGE', stream, p[1], p[1])
+      if #body > 0 then count(body[1][2]) end
+    end
+  end
+  for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last_delivered(), '+')) do
+    count(e[2])
+  end
+  redis.call('DEL', running)
+  local users = 0
+  for user, n in pairs(counts) do
+    redis.call('HSET', running, user, n)
+    users = users + 1
+  end
+  return users
+end
+return redis.error_reply('unknown mode ' .. tostring(mode))
