@@ -31,6 +31,15 @@ class InvalidRequest(ScanstreamError):
         self.field = field
 
 
+class QuotaExceeded(ScanstreamError):
+    """A user's limit on new scans (per minute, or active at once): `429` with Retry-After."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
 class StrategyLoadError(ScanstreamError):
     """A strategy module named in SCANSTREAM_STRATEGIES could not be loaded."""
 

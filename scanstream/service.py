@@ -23,14 +23,23 @@ import msgspec
 from scanstream import events as ev
 from scanstream import projection
 from scanstream.deadline import Deadline
-from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
+from scanstream.errors import (
+    InvalidRequest,
+    QuotaExceeded,
+    ScanConflict,
+    ScanNotFound,
+    StoreUnavailable,
+)
 from scanstream.events import LogEntry, ScanCancelRequested, ScanRequested
 from scanstream.ids import is_scan_id, new_scan_id, scan_created_ms
+from scanstream.limits import ScanLimits, check_scan
+from scanstream.market.params import MarketParams
 from scanstream.projection import ScanView
 from scanstream.projection_cache import ProjectionCache
 from scanstream.storage.events import EventStore
 from scanstream.storage.index import ScanIndex
 from scanstream.storage.jobs import JobQueue
+from scanstream.storage.quotas import UserQuotas
 
 if TYPE_CHECKING:  # the fan-out imports this module (sse.message uses log_event)
     from scanstream.live.fanout import Fanout
@@ -95,6 +104,9 @@ class ScanService:
         validate_params: ParamsValidator,
         deadline: Deadline | None = None,
         live: Fanout | None = None,
+        quotas: UserQuotas | None = None,
+        limits: ScanLimits | None = None,
+        works: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -104,6 +116,9 @@ class ScanService:
         self.validate_params = validate_params
         self.deadline = deadline or Deadline(0)
         self.live = live  # the tail reader that long-polls wait on
+        self.quotas = quotas  # per-user admission of new scans (None: no limits)
+        self.limits = limits  # what one scan may ask for (None: no limits)
+        self.works = works or {}  # each strategy's kind of work, for the cost estimate
         self._group_ready = False
 
     async def prepare(self) -> None:
@@ -240,7 +255,10 @@ class ScanService:
         """Validate, create the scan and queue its jobs; see `_create` for the write order."""
         names = self._resolve(strategies)
         params = {} if params is None else params
-        self.validate_params(params, names)  # stored as given, not as parsed
+        market = self.validate_params(params, names)  # stored as given, not as parsed
+        if self.limits is not None and isinstance(market, MarketParams):
+            works = [self.works.get(name, "series") for name in names]
+            check_scan(self.limits, params, market, works)
         order = Order(strategies, names, params, priority)
         with self.deadline():
             return await self._create_scan(user_id, order, idempotency_key)
@@ -288,6 +306,7 @@ class ScanService:
         sent, a Redis slow to answer gets both (the request itself answers 503 in time),
         and a retry with the same Idempotency-Key finds a scan that will run.
         """
+        await self._admit(user_id, scan_id)
         creating = asyncio.ensure_future(self._create_now(user_id, scan_id, order))
         creating.add_done_callback(_report_create)
         return await asyncio.shield(creating)
@@ -307,6 +326,24 @@ class ScanService:
         entry = LogEntry(entry_id, "scan.requested", ev.encode(requested), event=requested)
         view = projection.fold_all(scan_id, [entry])
         return self.cache.offer(view)
+
+    async def _admit(self, user_id: str, scan_id: str) -> None:
+        """Count a new scan against its user's limits, or raise `QuotaExceeded`."""
+        if self.quotas is None:
+            return
+        admission = await self.quotas.admit(user_id, scan_id)
+        if admission.outcome == "rate":
+            raise QuotaExceeded(
+                f"You may start {self.quotas.scans_per_minute} scans a minute "
+                "(SCANSTREAM_USER_SCANS_PER_MINUTE); retry shortly.",
+                admission.retry_after_s,
+            )
+        if admission.outcome == "active":
+            raise QuotaExceeded(
+                f"You have {self.quotas.max_active} scans queued or running already "
+                "(SCANSTREAM_USER_MAX_ACTIVE_SCANS); start more once some have ended.",
+                admission.retry_after_s,
+            )
 
     async def _enqueue(self, user_id: str, scan_id: str, order: Order) -> None:
         """List the scan for its user and queue one job per strategy: one round trip."""

@@ -54,6 +54,13 @@ class Settings:
     # Strategies of one user running (queued to workers, not yet done) at once, across all
     # workers; beyond it that user's jobs wait while other users' go first (0: no cap).
     user_max_running_jobs: int = 64
+    # Queued plus running scans one user may have; beyond it POST /v1/scans is 429 (0: none).
+    user_max_active_scans: int = 20
+    # New scans one user may start per minute (a token bucket, bursts up to it; 0: none).
+    user_scans_per_minute: int = 60
+    # What one scan request may ask for (scanstream/limits.py): 422 beyond.
+    max_params_bytes: int = 8 * 1024
+    max_scan_cost: int = 5_000_000
     secret: str | None = None
     prefix: str = "scanstream"
     strategy_modules: tuple[str, ...] = ()
@@ -138,6 +145,10 @@ class Settings:
             job_partitions=partitions,
             durable_replicas=durable_replicas,
             user_max_running_jobs=_int(env, "SCANSTREAM_USER_MAX_RUNNING_JOBS", 64),
+            user_max_active_scans=_int(env, "SCANSTREAM_USER_MAX_ACTIVE_SCANS", 20),
+            user_scans_per_minute=_int(env, "SCANSTREAM_USER_SCANS_PER_MINUTE", 60),
+            max_params_bytes=_int(env, "SCANSTREAM_MAX_PARAMS_BYTES", 8 * 1024),
+            max_scan_cost=_int(env, "SCANSTREAM_MAX_SCAN_COST", 5_000_000),
             secret=env.get("SCANSTREAM_SECRET") or None,
             prefix=prefix,
             strategy_modules=modules,

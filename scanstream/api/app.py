@@ -30,6 +30,7 @@ from scanstream.api.metrics import ApiMetrics, MetricsMiddleware
 from scanstream.api.shutdown import on_exit_signal
 from scanstream.deadline import Deadline
 from scanstream.errors import ConfigError
+from scanstream.limits import ScanLimits
 from scanstream.live.fanout import Fanout
 from scanstream.live.metrics import FanoutCollector
 from scanstream.projection_cache import ProjectionCache
@@ -103,6 +104,9 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
             validate_params=validate_params,
             deadline=Deadline(settings.request_timeout_s),
             live=live,
+            quotas=storage.quotas,
+            limits=ScanLimits(settings.max_params_bytes, settings.max_scan_cost),
+            works={s.name: s.work for s in strategies.values()},
         )
         await service.prepare()  # tolerates a Redis that is down: retried on first create
         metrics.cache = cache

@@ -12,7 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from scanstream.errors import InvalidRequest, ScanConflict, ScanNotFound, StoreUnavailable
+from scanstream.errors import (
+    InvalidRequest,
+    QuotaExceeded,
+    ScanConflict,
+    ScanNotFound,
+    StoreUnavailable,
+)
 from scanstream.storage.errors import CLIENT_FAULTS
 
 log = logging.getLogger("scanstream.api")
@@ -91,6 +97,12 @@ async def on_invalid(request: Request, exc: Exception) -> Response:
     return error_response(422, "invalid_request", exc.detail)
 
 
+async def on_quota(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, QuotaExceeded)
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return error_response(429, "rate_limited", exc.detail, headers)
+
+
 async def on_not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, "not_found", SCAN_NOT_FOUND)
 
@@ -147,6 +159,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: on_api_error,
     InvalidRequest: on_invalid,
+    QuotaExceeded: on_quota,
     ScanNotFound: on_not_found,
     ScanConflict: on_conflict,
     StoreUnavailable: on_store_unavailable,

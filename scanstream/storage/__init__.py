@@ -19,6 +19,7 @@ this package as `StoreUnavailable`.
 | following many streams at once: the live tail | `tail.py` |
 | the running set: deadlines, `inspect running` | `running.py` |
 | a user's scan list, idempotency keys | `index.py` |
+| admitting a user's new scans: scans per minute, active scans | `quotas.py` |
 | the job queue (its partitions): enqueue, read, ack | `jobs.py` |
 | claims on running jobs: heartbeat, reclaim | `claims.py` |
 | job-stream upkeep: trim, prune consumers, the reaper's round | `upkeep.py` |

@@ -56,6 +56,7 @@ from scanstream.storage.job_info import JobInfo
 from scanstream.storage.jobs import JobQueue
 from scanstream.storage.keys import Keys
 from scanstream.storage.pool import WaitingConnectionPool
+from scanstream.storage.quotas import UserQuotas
 from scanstream.storage.replication import is_cluster
 from scanstream.storage.replies import text
 from scanstream.storage.running import RunningScans
@@ -181,6 +182,17 @@ class Storage:
         # Nothing listed can outlive this: a scan ends by its deadline, then expires.
         ttl_s = int(self.settings.retention_s + self.settings.scan_deadline_s)
         return ScanIndex(self.redis, self.keys, ttl_s=ttl_s)
+
+    @cached_property
+    def quotas(self) -> UserQuotas:
+        s = self.settings
+        return UserQuotas(
+            self.redis,
+            self.keys,
+            scans_per_minute=s.user_scans_per_minute,
+            max_active=s.user_max_active_scans,
+            ttl_s=int(s.retention_s + s.scan_deadline_s),
+        )
 
     @cached_property
     def jobs(self) -> JobQueue:

@@ -115,6 +115,18 @@ class Keys:
             raise ValueError(f"not a user id: {user_id!r}")
         return f"{self.prefix}:user:{{{user_id}}}:scans"
 
+    def user_active(self, user_id: str) -> str:
+        """Sorted set of a user's queued or running scans (`SCANSTREAM_USER_MAX_ACTIVE_SCANS`)."""
+        if not is_user_id(user_id):
+            raise ValueError(f"not a user id: {user_id!r}")
+        return f"{self.prefix}:user:{{{user_id}}}:active"
+
+    def user_bucket(self, user_id: str) -> str:
+        """A user's token bucket of new scans (`SCANSTREAM_USER_SCANS_PER_MINUTE`)."""
+        if not is_user_id(user_id):
+            raise ValueError(f"not a user id: {user_id!r}")
+        return f"{self.prefix}:user:{{{user_id}}}:bucket"
+
     def idempotency(self, user_id: str, key_digest: str) -> str:
         return f"{self.prefix}:user:{{{user_id}}}:idem:{key_digest}"
 

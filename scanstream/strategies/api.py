@@ -66,15 +66,20 @@ class Strategy:
     description: str
     run: StrategyFn
     timeout_s: float | None = None  # None: the SCANSTREAM_STRATEGY_TIMEOUT default
+    # What it walks through, for the cost estimate of a scan (scanstream/limits.py): each
+    # series ("series"), or each pair of series ("pairs").
+    work: str = "series"
 
 
 def strategy(
-    name: str, description: str, *, timeout_s: float | None = None
+    name: str, description: str, *, timeout_s: float | None = None, work: str = "series"
 ) -> Callable[[StrategyFn], Strategy]:
     """Decorator: turn an async function into a `Strategy` that the loader finds."""
+    if work not in ("series", "pairs"):
+        raise ValueError(f"work must be 'series' or 'pairs', got {work!r}")
 
     def wrap(fn: StrategyFn) -> Strategy:
-        return Strategy(name=name, description=description, run=fn, timeout_s=timeout_s)
+        return Strategy(name=name, description=description, run=fn, timeout_s=timeout_s, work=work)
 
     return wrap
 

@@ -34,6 +34,7 @@ PAIRS = tunable(
     "Pairs trading: for closely correlated pairs, the log-price spread (hedged by a "
     "regression beta) stretched from its mean by a z-score, with a short enough half-life; "
     "short the rich leg, long the cheap one. The symbol is 'A/B' and the side is for A.",
+    work="pairs",
 )
 async def pairs_spread(ctx: StrategyContext) -> None:
     market, k = market_of(ctx), knobs(ctx, PAIRS)
