@@ -36,6 +36,7 @@ class RunContext(ContextBase):
         attempt: int,
         params: Mapping[str, Any],
         market_factory: Callable[[Mapping[str, Any]], Any],
+        max_findings: int = 0,
     ) -> None:
         super().__init__(
             scan_id=scan_id,
@@ -45,6 +46,8 @@ class RunContext(ContextBase):
             market_factory=market_factory,
         )
         self._write = write
+        self._max_findings = max_findings  # 0: no cap
+        self._dropped_ids: set[str] = set()
         self._pending: list[ev.Event] = []
         self._last_progress_write = 0.0
         self.stop_reason: str | None = None  # set from outside: "cancelled" or "lost"
@@ -55,8 +58,17 @@ class RunContext(ContextBase):
     def cancelled(self) -> bool:
         return self.stop_reason is not None
 
+    @property
+    def findings_dropped(self) -> int:
+        """Distinct findings past the cap: counted, never written."""
+        return len(self._dropped_ids)
+
     async def found(self, opportunity: Opportunity) -> None:
         self._raise_if_stopped()
+        if self._max_findings and self.found_count >= self._max_findings:
+            if not self.seen(opportunity):
+                self._dropped_ids.add(opportunity.id)
+            return
         if not self._first_sighting(opportunity):
             return
         self._pending.append(

@@ -138,7 +138,9 @@ class JobRunner:
             )
             log.error("strategy cannot run: %s", problem, extra=extra)
             return await self._fail(run, attempt, error, [], final=True)
-        spec = AttemptSpec(job.scan_id, job.strategy, attempt, params)
+        spec = AttemptSpec(
+            job.scan_id, job.strategy, attempt, params, self.settings.max_findings_per_strategy
+        )
 
         async def write(pairs: Pairs) -> str:
             return (await self._write(run, "append", attempt, pairs)).status
@@ -183,6 +185,7 @@ class JobRunner:
             attempt=attempt,
             opportunities=result.found_count,
             duration_ms=int((time.monotonic() - began) * 1000),
+            findings_dropped=result.findings_dropped,
         )
         outcome = await self._write(
             run, "finish", attempt, [*result.pending, *ev.pairs([completed])]

@@ -75,6 +75,8 @@ class StrategyCompleted(Event, frozen=True, kw_only=True):
     attempt: Annotated[int, msgspec.Meta(ge=1)]
     opportunities: Annotated[int, msgspec.Meta(ge=0)]
     duration_ms: Annotated[int, msgspec.Meta(ge=0)]
+    # Findings past SCANSTREAM_MAX_FINDINGS_PER_STRATEGY: counted, not written.
+    findings_dropped: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class StrategyFailed(Event, frozen=True, kw_only=True):

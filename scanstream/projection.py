@@ -80,6 +80,7 @@ class ScanView:
     end_reason: str | None = None
     last_event_id: str | None = None
     events_folded: int = 0
+    log_bytes: int = 0  # the event data folded in: what the view's size grows with
     seen_event_ids: set[str] = field(default_factory=set)
     warnings: list[Warning] = field(default_factory=list)
     warnings_count: int = 0
@@ -151,6 +152,7 @@ def _warn(view: ScanView, entry: LogEntry, problem: str) -> None:
 
 def _apply(view: ScanView, entry: LogEntry) -> None:
     view.last_event_id = entry.id
+    view.log_bytes += len(entry.data)
     event = entry.event
     if event is None:
         _warn(view, entry, entry.problem or "unreadable entry")

@@ -31,6 +31,7 @@ from scanstream.projection import ScanView
 from scanstream.storage.events import EventStore
 
 DEFAULT_SIZE = 10_000
+DEFAULT_MAX_BYTES = 64 * 2**20
 _encode = msgspec.json.Encoder().encode
 
 
@@ -43,6 +44,12 @@ def entry_key(entry_id: str | None) -> tuple[int, int]:
 class _Slot:
     view: ScanView
     rendered: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def weight(self) -> int:
+        """What the slot holds, in bytes of event data folded and of JSON rendered (the
+        Python objects take a few times that; the bound is on what grows with a log)."""
+        return self.view.log_bytes + sum(len(body) for body in self.rendered.values())
 
 
 @dataclass
@@ -60,9 +67,15 @@ RENDERERS: dict[str, Callable[[ScanView], msgspec.Struct]] = {
 
 
 class ProjectionCache:
-    def __init__(self, store: EventStore, size: int = DEFAULT_SIZE) -> None:
+    def __init__(
+        self, store: EventStore, size: int = DEFAULT_SIZE, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self.store = store
         self.size = max(1, size)
+        # Bounded in scans and in bytes (`SCANSTREAM_PROJECTION_CACHE_BYTES`): a few huge
+        # logs cannot take the process's memory, whatever the count.
+        self.max_bytes = max(1, max_bytes)
+        self.bytes = 0
         self.stats = CacheStats()
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         # scan id -> (when it was started, time.monotonic(); the read in flight)
@@ -88,7 +101,7 @@ class ProjectionCache:
             scan_id, after=cached.last_event_id if cached else None
         )
         if entries is None:
-            if self._slots.pop(scan_id, None) is not None:
+            if self._drop(scan_id) is not None:
                 self.stats.dropped += 1
             return None
         if cached is not None and not entries:
@@ -122,7 +135,13 @@ class ProjectionCache:
             task.exception()  # retrieved: every joiner may have gone (their deadlines)
 
     def forget(self, scan_id: str) -> None:
-        self._slots.pop(scan_id, None)
+        self._drop(scan_id)
+
+    def _drop(self, scan_id: str) -> _Slot | None:
+        slot = self._slots.pop(scan_id, None)
+        if slot is not None:
+            self.bytes -= slot.weight
+        return slot
 
     def render(self, view: ScanView, kind: str) -> bytes:
         """The JSON of `render.status_of` / `render.results_of` for `view`, encoded once."""
@@ -132,6 +151,8 @@ class ProjectionCache:
         body = slot.rendered.get(kind)
         if body is None:
             body = slot.rendered[kind] = _encode(RENDERERS[kind](slot.view))
+            self.bytes += len(body)
+            self._evict()
         return body
 
     def _current(self, scan_id: str, fallback: ScanView) -> ScanView:
@@ -148,8 +169,16 @@ class ProjectionCache:
         if slot is not None and entry_key(slot.view.last_event_id) >= entry_key(view.last_event_id):
             self._slots.move_to_end(view.scan_id)
             return slot.view
-        self._slots[view.scan_id] = _Slot(view)
-        self._slots.move_to_end(view.scan_id)
-        while len(self._slots) > self.size:
-            self._slots.popitem(last=False)
+        self._drop(view.scan_id)
+        slot = self._slots[view.scan_id] = _Slot(view)
+        self.bytes += slot.weight
+        self._evict()
         return view
+
+    def _evict(self) -> None:
+        """Least recently used first, down to the bounds; the newest slot always stays."""
+        while len(self._slots) > 1 and (
+            len(self._slots) > self.size or self.bytes > self.max_bytes
+        ):
+            _, slot = self._slots.popitem(last=False)
+            self.bytes -= slot.weight

@@ -61,6 +61,11 @@ class Settings:
     # What one scan request may ask for (scanstream/limits.py): 422 beyond.
     max_params_bytes: int = 8 * 1024
     max_scan_cost: int = 5_000_000
+    # Event data (and rendered JSON) one API process keeps in its projection cache.
+    projection_cache_bytes: int = 64 * 2**20
+    # One attempt of a strategy reports at most this many findings; the rest are counted
+    # (`findings_dropped` on strategy.completed), not written.
+    max_findings_per_strategy: int = 1000
     secret: str | None = None
     prefix: str = "scanstream"
     strategy_modules: tuple[str, ...] = ()
@@ -149,6 +154,8 @@ class Settings:
             user_scans_per_minute=_int(env, "SCANSTREAM_USER_SCANS_PER_MINUTE", 60),
             max_params_bytes=_int(env, "SCANSTREAM_MAX_PARAMS_BYTES", 8 * 1024),
             max_scan_cost=_int(env, "SCANSTREAM_MAX_SCAN_COST", 5_000_000),
+            projection_cache_bytes=_int(env, "SCANSTREAM_PROJECTION_CACHE_BYTES", 64 * 2**20),
+            max_findings_per_strategy=_int(env, "SCANSTREAM_MAX_FINDINGS_PER_STRATEGY", 1000),
             secret=env.get("SCANSTREAM_SECRET") or None,
             prefix=prefix,
             strategy_modules=modules,

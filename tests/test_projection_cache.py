@@ -153,3 +153,17 @@ def test_entry_ids_compare_numerically() -> None:
     """Stream ids order by (ms, seq) as numbers, not as text."""
     assert entry_key("9-0") < entry_key("10-0") < entry_key("10-1") < entry_key("10-10")
     assert entry_key(None) < entry_key("0-0")
+
+
+async def test_the_cache_is_bounded_in_bytes_as_well_as_in_scans(store: EventStore) -> None:
+    """Big logs: a cache of 3 scans' worth of bytes keeps the 3 most recently read, and
+    every view it hands out is still whole."""
+    ids = [await new_scan(store, [f"s{i}" for i in range(200)]) for _ in range(6)]
+    one = (await ProjectionCache(store).get(ids[0])).log_bytes  # type: ignore[union-attr]
+    cache = ProjectionCache(store, max_bytes=3 * one + one // 2)
+    for scan_id in ids:
+        view = await cache.get(scan_id)
+        assert view is not None and len(view.strategies) == 200
+    assert len(cache) == 3
+    assert cache.bytes <= cache.max_bytes
+    assert [cache.peek(s) is not None for s in ids] == [False] * 3 + [True] * 3

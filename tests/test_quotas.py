@@ -11,13 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
+from scanstream import events as ev
 from scanstream.api import create_app
 from scanstream.limits import scan_cost
 from scanstream.market.params import parse_params
 from scanstream.settings import Settings
+from scanstream.storage.connection import Storage
+from tests.support import strategies as ts
 from tests.support.api_events import auth
 from tests.support.backends import on_both_backends
 from tests.support.http import serve
+from tests.support.scans import start_scan, wait_until_ended, workers_running
 
 pytestmark = pytest.mark.anyio
 
@@ -106,3 +110,25 @@ def test_the_cost_estimate_counts_pairs_as_pairs() -> None:
     assert scan_cost(market, ["series", "series", "pairs"]) == (4 + 4 + 6) * 100
     default = parse_params({})
     assert scan_cost(default, ["series"] * 13 + ["pairs"]) < Settings().max_scan_cost
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+async def test_findings_past_the_cap_are_counted_not_written(
+    settings: Settings, isolation: str
+) -> None:
+    """MAX_FINDINGS_PER_STRATEGY=4: a strategy finding 10 writes 4, and its
+    strategy.completed says 6 were dropped; the scan completes."""
+    capped = settings.with_(max_findings_per_strategy=4, isolation=isolation)
+    storage = Storage.connect(capped)
+    try:
+        async with workers_running(capped, {"finder": ts.finder}):
+            scan_id = await start_scan(storage.events, ["finder"], {"finds": 10})
+            view = await wait_until_ended(storage.events, scan_id, timeout_s=30)
+        entries = await storage.events.read(scan_id)
+    finally:
+        await storage.aclose()
+    [completed] = [e.event for e in entries if isinstance(e.event, ev.StrategyCompleted)]
+    found = [e for e in entries if isinstance(e.event, ev.OpportunityFound)]
+    assert view.state == "completed"
+    assert len(found) == 4 and len(view.opportunities) == 4
+    assert (completed.opportunities, completed.findings_dropped) == (4, 6)

@@ -19,6 +19,7 @@ class AttemptSpec:
     strategy: str
     attempt: int
     params: Mapping[str, Any]
+    max_findings: int = 0  # findings one attempt may write (0: no cap)
 
 
 @dataclass(slots=True)
@@ -31,6 +32,7 @@ class AttemptResult:
     found_count: int = 0
     error: ev.ErrorInfo | None = None
     stopped: str | None = None
+    findings_dropped: int = 0
 
 
 def context_for(
@@ -44,6 +46,7 @@ def context_for(
         attempt=spec.attempt,
         params=spec.params,
         market_factory=market_factory,
+        max_findings=spec.max_findings,
     )
 
 
@@ -60,5 +63,12 @@ async def run_attempt(strategy: Strategy, context: RunContext) -> AttemptResult:
             found_count=context.found_count, stopped=context.stop_reason or "cancelled"
         )
     except Exception as exc:  # a strategy's own bug or bad data: the runner retries
-        return AttemptResult(context.take_pending(), context.found_count, error=error_info(exc))
-    return AttemptResult(context.take_pending(), context.found_count)
+        return AttemptResult(
+            context.take_pending(),
+            context.found_count,
+            error=error_info(exc),
+            findings_dropped=context.findings_dropped,
+        )
+    return AttemptResult(
+        context.take_pending(), context.found_count, findings_dropped=context.findings_dropped
+    )

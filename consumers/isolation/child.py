@@ -69,12 +69,13 @@ def main(argv: list[str]) -> int:
         message = wire.recv_blocking(sock)
         if message is None:
             return 0
-        _, scan_id, name, attempt, params = message
-        context = context_for(AttemptSpec(scan_id, name, attempt, params), write, market_factory)
+        _, scan_id, name, attempt, params, max_findings = message
+        spec = AttemptSpec(scan_id, name, attempt, params, max_findings)
+        context = context_for(spec, write, market_factory)
         strategy = strategies.get(name)
         if strategy is None:
             sock.sendall(
-                wire.frame(["done", [], 0, "UnknownStrategy", f"{name}: not loaded here", None])
+                wire.frame(["done", [], 0, "UnknownStrategy", f"{name}: not loaded here", None, 0])
             )
             continue
         result = loop.run_until_complete(run_attempt(strategy, context))
@@ -88,6 +89,7 @@ def main(argv: list[str]) -> int:
                     error.type if error else None,
                     error.message if error else None,
                     result.stopped,
+                    result.findings_dropped,
                 ]
             )
         )

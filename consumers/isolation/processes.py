@@ -159,7 +159,16 @@ class ProcessExecutor:
     ) -> AttemptResult | None:
         """The attempt's conversation; None when the process died on the way."""
         try:
-            await child.send(["run", spec.scan_id, spec.strategy, spec.attempt, dict(spec.params)])
+            await child.send(
+                [
+                    "run",
+                    spec.scan_id,
+                    spec.strategy,
+                    spec.attempt,
+                    dict(spec.params),
+                    spec.max_findings,
+                ]
+            )
         except ConnectionError:
             return None
         while True:
@@ -173,10 +182,14 @@ class ProcessExecutor:
                 except ConnectionError:
                     return None
                 continue
-            _, pending, found_count, error_type, error_message, stopped = message
+            _, pending, found_count, error_type, error_message, stopped, dropped = message
             error = ev.ErrorInfo(type=error_type, message=error_message) if error_type else None
             return AttemptResult(
-                [(t, bytes(d)) for t, d in pending], found_count, error=error, stopped=stopped
+                [(t, bytes(d)) for t, d in pending],
+                found_count,
+                error=error,
+                stopped=stopped,
+                findings_dropped=dropped,
             )
 
     async def aclose(self) -> None:

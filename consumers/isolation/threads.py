@@ -176,7 +176,11 @@ class ThreadExecutor:
                 self._idle.append(worker)
         if handoff.result is None:  # the strategy cancelled itself: its attempt fails
             error = handoff.error or RuntimeError("the strategy's thread ended its attempt")
-            return AttemptResult(found_count=handoff.context.found_count, error=error_info(error))
+            return AttemptResult(
+                found_count=handoff.context.found_count,
+                error=error_info(error),
+                findings_dropped=handoff.context.findings_dropped,
+            )
         return handoff.result
 
     async def _stop(self, worker: StrategyThread, handoff: _Handoff) -> None:

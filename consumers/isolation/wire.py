@@ -1,10 +1,11 @@
 """The strategy-process protocol: length-prefixed msgpack arrays over a socket pair.
 
-worker -> process:  ["run", scan_id, strategy, attempt, params]
+worker -> process:  ["run", scan_id, strategy, attempt, params, max_findings]
                     ["status", fenced write status]        (the answer to a "write")
 process -> worker:  ["ready"]                               (strategies loaded)
                     ["write", [[type, data], ...]]          (progress with its findings)
-                    ["done", pending, found_count, error_type, error_message, stopped]
+                    ["done", pending, found_count, error_type, error_message, stopped,
+                     findings_dropped]
 """
 
 from __future__ import annotations

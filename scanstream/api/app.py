@@ -94,7 +94,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ApiContext]]:
         storage = Storage.connect(settings, url=url, max_connections=HOT_POOL_SIZE)
         store = storage.events
-        cache = ProjectionCache(store)
+        cache = ProjectionCache(store, max_bytes=settings.projection_cache_bytes)
         service = ScanService(
             store=store,
             cache=cache,

@@ -166,6 +166,10 @@ class ContextBase:
             key=key,
         )
 
+    def seen(self, opportunity: Opportunity) -> bool:
+        """Whether this attempt has reported `opportunity` already."""
+        return opportunity.id in self._found_ids
+
     def _first_sighting(self, opportunity: Opportunity) -> bool:
         """True the first time this attempt reports `opportunity` (each id counts once)."""
         if opportunity.id in self._found_ids:
