@@ -66,6 +66,9 @@ class Settings:
     # One attempt of a strategy reports at most this many findings; the rest are counted
     # (`findings_dropped` on strategy.completed), not written.
     max_findings_per_strategy: int = 1000
+    # Past this many events in a scan's log, its progress events are dropped (findings and
+    # lifecycle events still count: they are bounded by the cap above and the attempts).
+    max_events_per_scan: int = 20_000
     secret: str | None = None
     prefix: str = "scanstream"
     strategy_modules: tuple[str, ...] = ()
@@ -156,6 +159,7 @@ class Settings:
             max_scan_cost=_int(env, "SCANSTREAM_MAX_SCAN_COST", 5_000_000),
             projection_cache_bytes=_int(env, "SCANSTREAM_PROJECTION_CACHE_BYTES", 64 * 2**20),
             max_findings_per_strategy=_int(env, "SCANSTREAM_MAX_FINDINGS_PER_STRATEGY", 1000),
+            max_events_per_scan=_int(env, "SCANSTREAM_MAX_EVENTS_PER_SCAN", 20_000),
             secret=env.get("SCANSTREAM_SECRET") or None,
             prefix=prefix,
             strategy_modules=modules,

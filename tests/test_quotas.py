@@ -132,3 +132,23 @@ async def test_findings_past_the_cap_are_counted_not_written(
     assert view.state == "completed"
     assert len(found) == 4 and len(view.opportunities) == 4
     assert (completed.opportunities, completed.findings_dropped) == (4, 6)
+
+
+async def test_progress_past_the_events_cap_is_dropped_and_the_scan_still_completes(
+    settings: Settings,
+) -> None:
+    """MAX_EVENTS_PER_SCAN=8: a strategy reporting progress 20 times leaves a log of about
+    that size, with every finding and its lifecycle events, and the scan completes."""
+    capped = settings.with_(max_events_per_scan=8)
+    storage = Storage.connect(capped)
+    try:
+        async with workers_running(capped, {"slow": ts.slow}):
+            scan_id = await start_scan(storage.events, ["slow"], {"slow_s": 1.0, "finds": 3})
+            view = await wait_until_ended(storage.events, scan_id, timeout_s=30)
+        types = [e.type for e in await storage.events.read(scan_id)]
+    finally:
+        await storage.aclose()
+    assert view.state == "completed" and len(view.opportunities) == 3
+    assert types.count("strategy.progress") <= 8 - 2  # scan.requested and strategy.started
+    assert types.count("opportunity.found") == 3
+    assert types[-2:] == ["strategy.completed", "scan.completed"]

@@ -175,6 +175,7 @@ class Storage:
             self.keys,
             retention_s=self.settings.retention_s,
             durable_replicas=self.settings.durable_replicas,
+            max_entries=self.settings.max_events_per_scan,
         )
 
     @cached_property

@@ -85,12 +85,20 @@ class WriteOutcome:
 
 class EventStore:
     def __init__(
-        self, redis: Redis, keys: Keys, *, retention_s: float, durable_replicas: int = 0
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        retention_s: float,
+        durable_replicas: int = 0,
+        max_entries: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.retention_s = max(1, int(retention_s))
         self.durable_replicas = durable_replicas  # see storage/replication.py
+        # Past this many entries, a scan's progress events are dropped (lua/strategy_write.lua).
+        self.max_entries = max_entries
         self._create = register(redis, "create_scan.lua")
         self._strategy_write = register(redis, "strategy_write.lua")
         self._end = register(redis, "end_scan.lua")
@@ -186,6 +194,7 @@ class EventStore:
             ts,
             token,
             ev.SCHEMA_VERSION,
+            self.max_entries,
         ]
         for type_, data in pairs:
             args += [type_, data, fence_note(type_, data)]

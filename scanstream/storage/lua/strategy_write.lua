@@ -19,8 +19,10 @@
 -- ARGV[1] mode: start | append | finish
 -- ARGV[2] strategy, ARGV[3] attempt (ignored for start), ARGV[4] retention seconds,
 -- ARGV[5] terminal event id, ARGV[6] ts for a terminal event, ARGV[7] write token or "",
--- ARGV[8] schema version (the terminal event's `v`)
--- ARGV[9..] triples of (type, data, note). The note: the opportunity id for
+-- ARGV[8] schema version (the terminal event's `v`), ARGV[9] the most entries a scan's
+--   stream may hold before strategy.progress events are dropped (0: no cap; findings and
+--   lifecycle events are bounded on their own: findings per strategy, attempts)
+-- ARGV[10..] triples of (type, data, note). The note: the opportunity id for
 --   opportunity.found (counted once per scan), "final" for a strategy.failed that no
 --   retry follows, else "". For start a single triple whose data lacks "attempt", which
 --   is allocated here and spliced in.
@@ -28,7 +30,8 @@
 -- is the data of scan.requested.
 local events, fence, writes = KEYS[1], KEYS[2], KEYS[3]
 local mode, strategy, token = ARGV[1], ARGV[2], ARGV[7]
-local FIRST = 9
+local FIRST = 10
+local max_entries = tonumber(ARGV[9])
 
 local function requested_data()
   local first = redis.call('XRANGE', events, '-', '+', 'COUNT', 1)[1]
@@ -102,7 +105,10 @@ for i = FIRST, #ARGV, 3 do
   elseif type_ == 'strategy.failed' and mode == 'finish' and note == 'final' then
     finished = 'failed'
   end
-  last = redis.call('XADD', events, '*', 'type', type_, 'data', data)
+  if type_ ~= 'strategy.progress' or max_entries == 0
+      or redis.call('XLEN', events) < max_entries then
+    last = redis.call('XADD', events, '*', 'type', type_, 'data', data)
+  end
 end
 
 if finished == nil then
