@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from scanstream.errors import ConfigError
 
 ISOLATION_MODES = ("thread", "process", "inline")
+CSV_MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -38,6 +39,28 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value != int(value):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
     return int(value)
+
+
+@dataclass(frozen=True)
+class CsvSettings:
+    """Where the CSV market source may read, and how much of one file it reads.
+
+    Read by the API (to check `params.csv_dir` up front) and by whatever builds a market
+    (the worker, `scanstream dev`, replay); `from_env` is the one parser of both variables.
+    """
+
+    root: str | None = None  # None: the CSV source is refused
+    # A file over this is refused, not read: one request cannot make a worker load an
+    # arbitrarily large file into memory.
+    max_file_bytes: int = CSV_MAX_FILE_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CsvSettings:
+        env = os.environ if env is None else env
+        max_file_bytes = _int(env, "SCANSTREAM_CSV_MAX_FILE_BYTES", CSV_MAX_FILE_BYTES)
+        if max_file_bytes < 1:
+            raise ConfigError("SCANSTREAM_CSV_MAX_FILE_BYTES must be at least 1")
+        return cls(root=env.get("SCANSTREAM_CSV_ROOT") or None, max_file_bytes=max_file_bytes)
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,7 @@ class Settings:
     request_timeout_s: float = 2.0
     wait_max_per_user: int = 100  # `results?wait=` long-polls one user may hold on one API process
     wait_max: int = 5000  # `results?wait=` long-polls waiting on one API process
+    csv: CsvSettings = field(default_factory=CsvSettings)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -158,6 +182,7 @@ class Settings:
             request_timeout_s=_float(env, "SCANSTREAM_REQUEST_TIMEOUT", 2.0),
             wait_max_per_user=_int(env, "SCANSTREAM_WAIT_MAX_PER_USER", 100),
             wait_max=_int(env, "SCANSTREAM_WAIT_MAX", 5000),
+            csv=CsvSettings.from_env(env),
         )
 
     def with_(self, **changes: object) -> Settings:
