@@ -10,6 +10,8 @@ from scanstream.errors import ConfigError
 
 ISOLATION_MODES = ("thread", "process", "inline")
 CSV_MAX_FILE_BYTES = 64 * 1024 * 1024
+# A bearer token is sent in a header: printable ASCII, no spaces.
+_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -63,6 +65,13 @@ class CsvSettings:
         return cls(root=env.get("SCANSTREAM_CSV_ROOT") or None, max_file_bytes=max_file_bytes)
 
 
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("SCANSTREAM_METRICS_TOKEN") or None
+    if token is not None and not set(token) <= _TOKEN_CHARS:
+        raise ConfigError("SCANSTREAM_METRICS_TOKEN must be printable ASCII without spaces")
+    return token
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None  # None: the embedded Redis (dev only)
@@ -112,6 +121,8 @@ class Settings:
     wait_max_per_user: int = 100  # `results?wait=` long-polls one user may hold on one API process
     wait_max: int = 5000  # `results?wait=` long-polls waiting on one API process
     csv: CsvSettings = field(default_factory=CsvSettings)
+    # Set: `GET /metrics` answers only `Authorization: Bearer <this>`; None: open.
+    metrics_token: str | None = field(default=None, repr=False)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -183,6 +194,7 @@ class Settings:
             wait_max_per_user=_int(env, "SCANSTREAM_WAIT_MAX_PER_USER", 100),
             wait_max=_int(env, "SCANSTREAM_WAIT_MAX", 5000),
             csv=CsvSettings.from_env(env),
+            metrics_token=_metrics_token(env),
         )
 
     def with_(self, **changes: object) -> Settings:
