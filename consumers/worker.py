@@ -400,13 +400,13 @@ async def serve(
     """Run a worker until SIGTERM/SIGINT, then drain gracefully."""
     import signal
 
-    from scanstream.market import market_for, parse_params
+    from scanstream.market import load_market
     from scanstream.strategies.registry import load_strategies
 
     strategies = load_strategies(settings.strategy_modules)
 
     def market_factory(params: Mapping[str, Any]) -> Any:
-        return market_for(parse_params(dict(params)))
+        return load_market(params, settings.csv)
 
     if metrics_port is not None:
         metrics.serve(metrics_port)

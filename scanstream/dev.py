@@ -145,7 +145,7 @@ class _Dev:
         from consumers.worker import Worker
         from scanstream.api.app import create_app
         from scanstream.api.auth import make_token
-        from scanstream.market import market_for, parse_params
+        from scanstream.market import load_market
         from scanstream.strategies.registry import load_strategies
 
         self.args = args
@@ -165,7 +165,7 @@ class _Dev:
             Worker(
                 settings,
                 self.strategies,
-                lambda p: market_for(parse_params(dict(p))),
+                lambda p: load_market(p, settings.csv),
                 concurrency=args.concurrency,
             )
             for _ in range(max(1, args.workers))

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field, replace
 from scanstream.errors import ConfigError
 
 ISOLATION_MODES = ("thread", "process", "inline")
+CSV_MAX_FILE_BYTES = 64 * 1024 * 1024
+# A bearer token is sent in a header: printable ASCII, no spaces.
+_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -38,6 +41,35 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value != int(value):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
     return int(value)
+
+
+@dataclass(frozen=True)
+class CsvSettings:
+    """Where the CSV market source may read, and how much of one file it reads.
+
+    Read by the API (to check `params.csv_dir` up front) and by whatever builds a market
+    (the worker, `scanstream dev`, replay); `from_env` is the one parser of both variables.
+    """
+
+    root: str | None = None  # None: the CSV source is refused
+    # A file over this is refused, not read: one request cannot make a worker load an
+    # arbitrarily large file into memory.
+    max_file_bytes: int = CSV_MAX_FILE_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CsvSettings:
+        env = os.environ if env is None else env
+        max_file_bytes = _int(env, "SCANSTREAM_CSV_MAX_FILE_BYTES", CSV_MAX_FILE_BYTES)
+        if max_file_bytes < 1:
+            raise ConfigError("SCANSTREAM_CSV_MAX_FILE_BYTES must be at least 1")
+        return cls(root=env.get("SCANSTREAM_CSV_ROOT") or None, max_file_bytes=max_file_bytes)
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("SCANSTREAM_METRICS_TOKEN") or None
+    if token is not None and not set(token) <= _TOKEN_CHARS:
+        raise ConfigError("SCANSTREAM_METRICS_TOKEN must be printable ASCII without spaces")
+    return token
 
 
 @dataclass(frozen=True)
@@ -106,6 +138,9 @@ class Settings:
     request_timeout_s: float = 2.0
     wait_max_per_user: int = 100  # `results?wait=` long-polls one user may hold on one API process
     wait_max: int = 5000  # `results?wait=` long-polls waiting on one API process
+    csv: CsvSettings = field(default_factory=CsvSettings)
+    # Set: `GET /metrics` answers only `Authorization: Bearer <this>`; None: open.
+    metrics_token: str | None = field(default=None, repr=False)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -184,6 +219,8 @@ class Settings:
             request_timeout_s=_float(env, "SCANSTREAM_REQUEST_TIMEOUT", 2.0),
             wait_max_per_user=_int(env, "SCANSTREAM_WAIT_MAX_PER_USER", 100),
             wait_max=_int(env, "SCANSTREAM_WAIT_MAX", 5000),
+            csv=CsvSettings.from_env(env),
+            metrics_token=_metrics_token(env),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -27,6 +27,7 @@ from scanstream.market import (
     write_csv,
 )
 from scanstream.market import series as S
+from scanstream.settings import CsvSettings
 
 
 def data_digest(market: Market) -> str:
@@ -43,8 +44,18 @@ def data_digest(market: Market) -> str:
     return h.hexdigest()
 
 
-def csv_params(folder: Path, **extra: object) -> MarketParams:
-    return parse_params({"source": "csv", "csv_dir": str(folder), **extra}, csv_root=folder)
+def csv_params(root: Path, **extra: object) -> MarketParams:
+    """The params of the CSV root `root` itself (csv_dir "."), checked against that root."""
+    return parse_params({"source": "csv", "csv_dir": ".", **extra}, csv_settings=csv_at(root))
+
+
+def csv_at(root: Path) -> CsvSettings:
+    return CsvSettings(root=str(root))
+
+
+def load_csv(root: Path, **extra: object) -> Market:
+    """What a worker loads for the CSV root `root` itself."""
+    return CsvMarket(csv_params(root, **extra), csv_at(root))
 
 
 # --- synthetic source ---------------------------------------------------------------------
@@ -205,7 +216,7 @@ def test_csv_dir_must_stay_inside_the_root(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     for bad in ("../", "/etc", "missing"):
         with pytest.raises(InvalidRequest) as info:
-            parse_params({"source": "csv", "csv_dir": bad}, csv_root=tmp_path / "root")
+            parse_params({"source": "csv", "csv_dir": bad}, csv_settings=csv_at(tmp_path / "root"))
         assert info.value.field == "params.csv_dir"
 
 
@@ -215,7 +226,7 @@ def test_csv_dir_is_read_relative_to_the_root(
     """Given SCANSTREAM_CSV_ROOT, when csv_dir is relative, then it resolves inside the root."""
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("SCANSTREAM_CSV_ROOT", str(tmp_path))
-    assert parse_params({"source": "csv", "csv_dir": "data"}).csv_dir == str(tmp_path / "data")
+    assert parse_params({"source": "csv", "csv_dir": "data/"}).csv_dir == "data"
 
 
 # --- CSV source ---------------------------------------------------------------------------
@@ -225,7 +236,7 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     """Given a synthetic market written as CSV, when it is loaded, then every number matches."""
     source = SyntheticMarket(MarketParams(seed=5, bars=120))
     write_csv(source, tmp_path)
-    loaded = CsvMarket(csv_params(tmp_path, symbols=source.symbols))
+    loaded = load_csv(tmp_path, symbols=source.symbols)
     assert data_digest(loaded) == data_digest(source)
     assert loaded.venues == source.venues
     assert loaded.interval_s == 3600
@@ -234,12 +245,12 @@ def test_csv_round_trip(tmp_path: Path) -> None:
 def test_csv_fingerprint_follows_the_contents(tmp_path: Path) -> None:
     """Given a CSV folder, when loaded twice and then edited, then only the edit changes the id."""
     write_csv(SyntheticMarket(MarketParams(symbols=("AAA-USD",), venues=("x",), bars=50)), tmp_path)
-    first = CsvMarket(csv_params(tmp_path)).fingerprint()
-    assert CsvMarket(csv_params(tmp_path)).fingerprint() == first
+    first = load_csv(tmp_path).fingerprint()
+    assert load_csv(tmp_path).fingerprint() == first
     path = tmp_path / "x" / "AAA-USD.csv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n")
-    assert CsvMarket(csv_params(tmp_path)).fingerprint() != first
+    assert load_csv(tmp_path).fingerprint() != first
 
 
 def test_csv_accepts_rfc3339_timestamps(tmp_path: Path) -> None:
@@ -250,7 +261,7 @@ def test_csv_accepts_rfc3339_timestamps(tmp_path: Path) -> None:
         "2024-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
         "2024-01-01T01:00:00+00:00,1.5,2,1,1.2,11\n"
     )
-    market = CsvMarket(csv_params(tmp_path))
+    market = load_csv(tmp_path)
     assert market.bars("AAA").ts == (1_704_067_200, 1_704_070_800)
     assert market.funding("AAA", "v") is None and market.basis("AAA", "v") is None
 
@@ -275,7 +286,7 @@ def test_malformed_csv_is_a_clear_error(tmp_path: Path, content: str, message: s
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "AAA.csv").write_text(content)
     with pytest.raises(MarketDataError) as info:
-        CsvMarket(csv_params(tmp_path))
+        load_csv(tmp_path)
     assert "AAA.csv" in str(info.value) and message in str(info.value)
 
 
@@ -284,35 +295,35 @@ def test_malformed_funding_and_basis_are_clear_errors(tmp_path: Path) -> None:
     write_csv(SyntheticMarket(MarketParams(symbols=("AAA-USD",), venues=("x",), bars=50)), tmp_path)
     (tmp_path / "x" / "funding.csv").write_text("ts,symbol,rate\n1,AAA-USD,2.5\n")
     with pytest.raises(MarketDataError, match=r"funding.csv line 2: rate"):
-        CsvMarket(csv_params(tmp_path))
+        load_csv(tmp_path)
     (tmp_path / "x" / "funding.csv").unlink()
     (tmp_path / "x" / "basis.csv").write_text(
         "ts,symbol,spot,future,expiry_ts\n100,AAA-USD,1,1.1,50\n"
     )
     with pytest.raises(MarketDataError, match=r"basis.csv line 2: expiry_ts must be after ts"):
-        CsvMarket(csv_params(tmp_path))
+        load_csv(tmp_path)
 
 
 def test_csv_folder_problems_are_clear_errors(tmp_path: Path) -> None:
     """Given an empty folder or a missing symbol, when loaded, then the error names the gap."""
     with pytest.raises(MarketDataError, match="no venue folders"):
-        CsvMarket(csv_params(tmp_path))
+        load_csv(tmp_path)
     write_csv(SyntheticMarket(MarketParams(symbols=("AAA-USD",), venues=("x",), bars=50)), tmp_path)
     with pytest.raises(MarketDataError, match="no bars for symbol 'BBB-USD'"):
-        CsvMarket(csv_params(tmp_path, symbols=["BBB-USD"]))
+        load_csv(tmp_path, symbols=["BBB-USD"])
     with pytest.raises(MarketDataError, match="no venue folder 'y'"):
-        CsvMarket(csv_params(tmp_path, venues=["y"]))
+        load_csv(tmp_path, venues=["y"])
 
 
 def test_market_for_reads_an_edited_csv_folder_again(tmp_path: Path) -> None:
     """Given a cached CSV market, when a file changes, then market_for loads the folder again."""
     write_csv(SyntheticMarket(MarketParams(symbols=("AAA-USD",), venues=("x",), bars=50)), tmp_path)
     params = csv_params(tmp_path)
-    first = market_for(params)
-    assert market_for(params) is first
+    first = market_for(params, csv_at(tmp_path))
+    assert market_for(params, csv_at(tmp_path)) is first
     path = tmp_path / "x" / "AAA-USD.csv"
     path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
-    assert len(market_for(params).bars("AAA-USD")) == 49
+    assert len(market_for(params, csv_at(tmp_path)).bars("AAA-USD")) == 49
 
 
 # --- indicator helpers --------------------------------------------------------------------
@@ -381,4 +392,4 @@ def test_a_fifo_in_the_csv_folder_is_refused_not_waited_on(tmp_path: Path) -> No
     write_csv(SyntheticMarket(MarketParams(symbols=("AAA-USD",), venues=("x",), bars=50)), tmp_path)
     os.mkfifo(tmp_path / "x" / "BBB-USD.csv")
     with pytest.raises(MarketDataError, match=r"x/BBB-USD.csv: not a regular file"):
-        CsvMarket(csv_params(tmp_path))
+        load_csv(tmp_path)

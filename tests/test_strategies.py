@@ -25,10 +25,12 @@ from scanstream.market import (
     Market,
     MarketParams,
     SyntheticMarket,
+    load_market,
     market_for,
     parse_params,
     write_csv,
 )
+from scanstream.settings import CsvSettings
 from scanstream.strategies import (
     Strategy,
     StrategyStopped,
@@ -257,11 +259,9 @@ async def test_csv_market_gives_the_same_findings(tmp_path: Path) -> None:
     """Given the default market written as CSV, when built-ins run on both, then findings match."""
     synthetic = SyntheticMarket(MarketParams())
     write_csv(synthetic, tmp_path)
-    csv = market_for(
-        parse_params(
-            {"source": "csv", "csv_dir": str(tmp_path), "symbols": synthetic.symbols},
-            csv_root=tmp_path,
-        )
+    csv = load_market(
+        {"source": "csv", "csv_dir": ".", "symbols": synthetic.symbols},
+        CsvSettings(root=str(tmp_path)),
     )
     assert csv.fingerprint() != synthetic.fingerprint()
     total = 0

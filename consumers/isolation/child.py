@@ -44,14 +44,15 @@ def main(argv: list[str]) -> int:
     _die_with_parent()
     sock = socket.socket(fileno=fd)
 
-    from scanstream.market import market_for, parse_params
+    from scanstream.market import load_market
     from scanstream.settings import Settings
     from scanstream.strategies.registry import load_strategies
 
-    strategies = load_strategies(Settings.from_env().strategy_modules)
+    settings = Settings.from_env()
+    strategies = load_strategies(settings.strategy_modules)
 
     def market_factory(params: Mapping[str, Any]) -> Any:
-        return market_for(parse_params(dict(params)))
+        return load_market(params, settings.csv)
 
     _limit_memory(max_mb)  # after the imports: the limit is for the strategies' data
     loop = asyncio.new_event_loop()

@@ -12,6 +12,7 @@ long-poll rides.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -51,12 +52,12 @@ def _load_strategies(settings: Settings) -> Mapping[str, Any]:
     return load_strategies(settings.strategy_modules)
 
 
-def _params_validator() -> ParamsValidator:
+def _params_validator(settings: Settings) -> ParamsValidator:
     # The market part (`scanstream.market.parse_params`) and each chosen strategy's
     # knobs (`params.<strategy>.<knob>`), so a bad value is a 422 now, not a failed job.
     from scanstream.strategies.registry import check_params
 
-    return check_params
+    return functools.partial(check_params, csv_settings=settings.csv)
 
 
 def _check(settings: Settings) -> tuple[str, str]:
@@ -78,7 +79,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
     (the SSE route and the dashboard go there)."""
     secret, url = _check(settings)
     strategies = _load_strategies(settings)
-    validate_params = _params_validator()
+    validate_params = _params_validator(settings)
     strategies_json = msgspec.json.encode(
         StrategyList(
             strategies=[

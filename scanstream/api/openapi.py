@@ -251,12 +251,15 @@ def _paths() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
-                "security": [],
+                "description": "Open, unless the server sets SCANSTREAM_METRICS_TOKEN: then "
+                "only `Authorization: Bearer <that token>` (not a user's token) is answered.",
+                "security": [{}, {"metricsToken": []}],
                 "responses": {
                     "200": {
                         "description": "Prometheus text format 0.0.4.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_errors("401"),
                 },
             }
         },
@@ -337,6 +340,11 @@ def build() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "SCANSTREAM_METRICS_TOKEN, for /metrics only",
+                },
             },
         },
     }

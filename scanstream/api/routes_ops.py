@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scanstream.api.auth import authenticate
+from scanstream.api.auth import authenticate, bearer_of
 from scanstream.api.context import context
+from scanstream.api.errors import Unauthorized
 from scanstream.api.inputs import json_response
 from scanstream.api.metrics import CONTENT_TYPE
 from scanstream.api.openapi import openapi_json
@@ -28,8 +32,25 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text; with `SCANSTREAM_METRICS_TOKEN` set, only for that bearer token."""
+    expected = context(request).settings.metrics_token
+    if expected is not None:
+        _check_metrics_token(request, expected)
     body = request.app.state.metrics.render()
     return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
+
+def _check_metrics_token(request: Request, expected: str) -> None:
+    token = bearer_of(request)
+    if token is None:
+        raise Unauthorized(
+            "/metrics needs the metrics token: send 'Authorization: Bearer <token>'."
+        )
+    # Compared as SHA-256 digests: constant time, and equal lengths, so neither the
+    # token's bytes nor its length leak through timing.
+    given = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+    if not hmac.compare_digest(given, hashlib.sha256(expected.encode()).digest()):
+        raise Unauthorized("The metrics token is invalid.")
 
 
 async def strategies(request: Request) -> Response:

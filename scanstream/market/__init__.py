@@ -1,7 +1,9 @@
-"""Market data for strategies: `parse_params` a scan's params, then `market_for` them.
+"""Market data for strategies: `parse_params` a scan's params, then `market_for` them
+(`load_market` does both).
 
-    from scanstream.market import market_for, parse_params
+    from scanstream.market import load_market, market_for, parse_params
     market = market_for(parse_params(request_params))
+    market = load_market(request_params, settings.csv)  # the same, with the CSV settings given
 
 `market_for` keeps the last few markets, so the strategies of one scan in one process
 share one market instead of each building its own.
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 from scanstream.market.csv_source import CsvMarket, csv_signature, write_csv
 from scanstream.market.data import Bars, Basis, Funding, Market, MarketDataError
 from scanstream.market.params import DEFAULT_SYMBOLS, DEFAULT_VENUES, MarketParams, parse_params
 from scanstream.market.synthetic import SyntheticMarket
+from scanstream.settings import CsvSettings
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -30,6 +34,7 @@ __all__ = [
     "MarketParams",
     "SyntheticMarket",
     "build_market",
+    "load_market",
     "market_for",
     "parse_params",
     "write_csv",
@@ -40,33 +45,43 @@ _cache: OrderedDict[Hashable, Market] = OrderedDict()
 _lock = threading.Lock()
 
 
-def build_market(params: MarketParams) -> Market:
+def build_market(params: MarketParams, csv_settings: CsvSettings | None = None) -> Market:
     """Build the market `params` describe, uncached."""
     if params.source == "csv":
-        return CsvMarket(params)
+        return CsvMarket(params, csv_settings)
     return SyntheticMarket(params)
 
 
-def market_for(params: MarketParams) -> Market:
+def market_for(params: MarketParams, csv_settings: CsvSettings | None = None) -> Market:
     """The market `params` describe, from a small LRU cache (thread-safe).
 
-    The key is the params themselves, plus each CSV file's size and mtime for the CSV
-    source, so an edited folder is read again. Building the default synthetic market takes
-    tens of milliseconds: call this from a worker thread if that is too long to block for.
+    The key is the params themselves, plus the CSV settings and each CSV file's size, mtime
+    and inode for the CSV source, so an edited folder is read again. `csv_settings`
+    defaults to `CsvSettings.from_env()`. Building the default synthetic market takes tens of
+    milliseconds: call this from a worker thread if that is too long to block for.
     """
-    key: Hashable = (params, csv_signature(params.csv_dir) if params.csv_dir else None)
+    key: Hashable = (params, None)
+    if params.source == "csv":
+        csv_settings = CsvSettings.from_env() if csv_settings is None else csv_settings
+        key = (params, csv_settings, csv_signature(params, csv_settings))
     with _lock:
         market = _cache.get(key)
         if market is not None:
             _cache.move_to_end(key)
             return market
-    market = build_market(params)
+    market = build_market(params, csv_settings)
     with _lock:
         _cache[key] = market
         _cache.move_to_end(key)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return market
+
+
+def load_market(params: Mapping[str, Any], csv_settings: CsvSettings | None = None) -> Market:
+    """The market of a scan's raw `params` (as `scan.requested` holds them): what a worker
+    hands its strategies. `csv_settings` defaults to `CsvSettings.from_env()`."""
+    return market_for(parse_params(dict(params), csv_settings=csv_settings), csv_settings)
 
 
 def clear_cache() -> None:

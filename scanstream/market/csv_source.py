@@ -10,6 +10,9 @@ extra columns ignored; `ts` is integer epoch seconds or an RFC 3339 time):
 
 Rows are oldest first with strictly increasing `ts` (per symbol in funding and basis).
 The fingerprint hashes every file's contents, so ids change exactly when the data does.
+`csv_dir` is a folder under the CSV root, and every lookup and read goes through
+`csv_root.Root`: nothing outside the root is read, only regular files, each up to
+`SCANSTREAM_CSV_MAX_FILE_BYTES`. Errors name files relative to the root, with the line.
 `write_csv` writes any `Market` in this layout (floats in full precision, so it round-trips).
 """
 
@@ -18,83 +21,68 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
-import os
 import stat
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
+from scanstream.market.csv_root import PathMissing, Root, clean, join
+from scanstream.market.csv_rows import (
+    BAR_COLUMNS,
+    BASIS_COLUMNS,
+    FUNDING_COLUMNS,
+    Row,
+    bars_of,
+    basis_of,
+    by_symbol,
+    funding_of,
+    parse_rows,
+)
 from scanstream.market.data import Bars, Basis, Funding, Market, MarketDataError, digest
-from scanstream.market.params import MarketParams
+from scanstream.market.params import CSV_ROOT_ENV, MarketParams
+from scanstream.settings import CsvSettings
 
 FORMAT_VERSION = "csv/1"
 FUNDING_FILE = "funding.csv"
 BASIS_FILE = "basis.csv"
-MAX_FILE_BYTES = 64 * 1024 * 1024
-BAR_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
-FUNDING_COLUMNS = ("ts", "symbol", "rate")
-BASIS_COLUMNS = ("ts", "symbol", "spot", "future", "expiry_ts")
 
 
-def CsvMarket(params: MarketParams) -> Market:
-    """Load the folder `params.csv_dir` (see the module docstring for the layout)."""
-    if params.csv_dir is None:
-        raise MarketDataError("the csv source needs csv_dir")
-    root = Path(params.csv_dir)
-    if not root.is_dir():
-        raise MarketDataError(f"CSV folder {root} does not exist")
-    venue_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if params.venues is not None:
-        found = {p.name for p in venue_dirs}
-        missing = [v for v in params.venues if v not in found]
-        if missing:
-            raise MarketDataError(f"CSV folder {root} has no venue folder {missing[0]!r}")
-        venue_dirs = [root / v for v in params.venues]
-    if not venue_dirs:
-        raise MarketDataError(
-            f"CSV folder {root} has no venue folders (expected <venue>/<SYMBOL>.csv)"
-        )
-
+def CsvMarket(params: MarketParams, csv_settings: CsvSettings | None = None) -> Market:
+    """Load the folder `params.csv_dir` under the CSV root (see the module docstring for the
+    layout). `csv_settings` defaults to `CsvSettings.from_env()`."""
+    config = CsvSettings.from_env() if csv_settings is None else csv_settings
     wanted = set(params.symbols) if params.symbols is not None else None
     hashes: list[str] = []
     bars: dict[tuple[str, str], Bars] = {}
     funding: dict[tuple[str, str], Funding] = {}
     basis: dict[tuple[str, str], Basis] = {}
-    for vdir in venue_dirs:
-        venue = vdir.name
-        for path in sorted(vdir.glob("*.csv")):
-            if path.name in (FUNDING_FILE, BASIS_FILE):
-                continue
-            symbol = path.stem
-            if wanted is not None and symbol not in wanted:
-                continue
-            rows = _read(path, root, BAR_COLUMNS, hashes)
-            bars[(symbol, venue)] = _bars(rows, path)
-        for name, columns in ((FUNDING_FILE, FUNDING_COLUMNS), (BASIS_FILE, BASIS_COLUMNS)):
-            path = vdir / name
-            if not path.is_file():
-                continue
-            rows = _read(path, root, columns, hashes)
-            for symbol, group in _by_symbol(rows, path).items():
-                if wanted is not None and symbol not in wanted:
-                    continue
+    with open_root(config) as root:
+        folder, layout = _layout(root, params)
+        for venue, names in layout:
+            for name in names:
+                rows = _read(root, folder, venue, name, hashes, config.max_file_bytes)
+                where = join(folder, venue, name)
                 if name == FUNDING_FILE:
-                    funding[(symbol, venue)] = _funding(group, path)
+                    for symbol, group in by_symbol(rows, where).items():
+                        if wanted is None or symbol in wanted:
+                            funding[(symbol, venue)] = funding_of(group, where)
+                elif name == BASIS_FILE:
+                    for symbol, group in by_symbol(rows, where).items():
+                        if wanted is None or symbol in wanted:
+                            basis[(symbol, venue)] = basis_of(group, where)
                 else:
-                    basis[(symbol, venue)] = _basis(group, path)
+                    bars[(name.removesuffix(".csv"), venue)] = bars_of(rows, where)
 
     present = {s for s, _ in bars}
     if params.symbols is not None:
         missing = [s for s in params.symbols if s not in present]
         if missing:
-            raise MarketDataError(f"CSV folder {root} has no bars for symbol {missing[0]!r}")
+            raise MarketDataError(f"{_label(folder)} has no bars for symbol {missing[0]!r}")
         symbols = list(params.symbols)
     else:
         symbols = sorted(present)
     if not symbols:
-        raise MarketDataError(f"CSV folder {root} has no bar files (expected <venue>/<SYMBOL>.csv)")
-    venues = [p.name for p in venue_dirs]
+        raise MarketDataError(f"{_label(folder)} has no bar files (expected <venue>/<SYMBOL>.csv)")
+    venues = [venue for venue, _ in layout]
     fingerprint = digest(FORMAT_VERSION, ",".join(symbols), ",".join(venues), *hashes)
     return Market(
         params=params,
@@ -107,13 +95,98 @@ def CsvMarket(params: MarketParams) -> Market:
     )
 
 
-def csv_signature(folder: str) -> tuple[tuple[str, int, int], ...]:
-    """Cheap change detection for caching: (path, size, mtime) of every CSV file under `folder`."""
+def csv_signature(
+    params: MarketParams, csv_settings: CsvSettings | None = None
+) -> tuple[tuple[str, int, int, int], ...]:
+    """Cheap change detection for caching: (name, size, mtime, inode) of every file
+    `CsvMarket` would read, looked up as confined as the reads themselves."""
+    config = CsvSettings.from_env() if csv_settings is None else csv_settings
     out = []
-    for path in sorted(Path(folder).glob("*/*.csv")):
-        st = path.stat()
-        out.append((str(path), st.st_size, st.st_mtime_ns))
+    with open_root(config) as root:
+        folder, layout = _layout(root, params)
+        for venue, names in layout:
+            for name in names:
+                st = root.stat(join(folder, venue, name))
+                out.append((join(venue, name), st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(out)
+
+
+def open_root(csv_settings: CsvSettings) -> Root:
+    """The CSV root, open; `MarketDataError` when the CSV source is off."""
+    if csv_settings.root is None:
+        raise MarketDataError(
+            f"the csv source is disabled on this server ({CSV_ROOT_ENV} is not set)"
+        )
+    return Root(csv_settings.root)
+
+
+def _label(folder: str) -> str:
+    return "the CSV root" if folder == "." else f"CSV folder {folder!r}"
+
+
+Layout = list[tuple[str, list[str]]]  # (venue, its CSV file names to read), in order
+
+
+def _layout(root: Root, params: MarketParams) -> tuple[str, Layout]:
+    """The folder (relative to the root) and the files of it that `params` select."""
+    if params.csv_dir is None:
+        raise MarketDataError("the csv source needs csv_dir")
+    folder = clean(params.csv_dir)
+    root.require_folder(folder)
+    if params.venues is not None:
+        venues = list(params.venues)
+        for venue in venues:
+            if not _is_dir(root, join(folder, venue)):
+                raise MarketDataError(f"{_label(folder)} has no venue folder {venue!r}")
+    else:
+        venues = [
+            name
+            for name in root.listdir(folder)
+            if not name.startswith(".") and _is_dir(root, join(folder, name))
+        ]
+    if not venues:
+        raise MarketDataError(
+            f"{_label(folder)} has no venue folders (expected <venue>/<SYMBOL>.csv)"
+        )
+    wanted = set(params.symbols) if params.symbols is not None else None
+    layout: Layout = []
+    for venue in venues:
+        names = [n for n in root.listdir(join(folder, venue)) if n.endswith(".csv")]
+        bar_files = [
+            n
+            for n in names
+            if n not in (FUNDING_FILE, BASIS_FILE)
+            and (wanted is None or n.removesuffix(".csv") in wanted)
+        ]
+        extras = [n for n in (FUNDING_FILE, BASIS_FILE) if n in names]
+        layout.append((venue, bar_files + extras))
+    return folder, layout
+
+
+def _is_dir(root: Root, rel: str) -> bool:
+    try:
+        return stat.S_ISDIR(root.stat(rel).st_mode)
+    except PathMissing:
+        return False  # no such venue: the caller says which one is missing
+
+
+def _read(
+    root: Root, folder: str, venue: str, name: str, hashes: list[str], max_bytes: int
+) -> list[Row]:
+    where = join(folder, venue, name)
+    columns = {FUNDING_FILE: FUNDING_COLUMNS, BASIS_FILE: BASIS_COLUMNS}.get(name, BAR_COLUMNS)
+    raw = root.read(where, max_bytes)
+    # Named from the folder, not the root: the same data elsewhere gives the same ids.
+    hashes.append(f"{venue}/{name}:" + hashlib.sha256(raw).hexdigest())
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise MarketDataError(f"{where}: not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    try:
+        return parse_rows(reader, where, columns)
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
+        raise MarketDataError(f"{where} line {reader.line_num}: not CSV ({exc})") from None
 
 
 def write_csv(market: Market, folder: str | Path) -> Path:
@@ -154,162 +227,3 @@ def _write(path: Path, header: tuple[str, ...], rows: Iterable[tuple[object, ...
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
         w.writerows(tuple(repr(x) if isinstance(x, float) else x for x in row) for row in rows)
-
-
-Row = tuple[int, dict[str, str]]  # (line number, values by column)
-
-
-def _read(path: Path, root: Path, columns: tuple[str, ...], hashes: list[str]) -> list[Row]:
-    name = str(path.relative_to(root))
-    raw = _read_regular_file(path, name)
-    hashes.append(name + ":" + hashlib.sha256(raw).hexdigest())
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise MarketDataError(f"{name}: not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        raise MarketDataError(f"{name}: empty file (expected a header row: {','.join(columns)})")
-    header = [h.strip().lower() for h in header]
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise MarketDataError(
-            f"{name}: missing column {missing[0]!r} (header must include {','.join(columns)})"
-        )
-    pos = {c: header.index(c) for c in columns}
-    rows: list[Row] = []
-    for line, record in enumerate(reader, start=2):
-        if not record or all(not cell.strip() for cell in record):
-            continue
-        if len(record) < len(header):
-            raise MarketDataError(
-                f"{name} line {line}: {len(record)} values, expected {len(header)}"
-            )
-        rows.append((line, {c: record[i].strip() for c, i in pos.items()}))
-    if not rows:
-        raise MarketDataError(f"{name}: no data rows")
-    return rows
-
-
-def _read_regular_file(path: Path, name: str) -> bytes:
-    """The bytes of a regular file, checked on the open descriptor.
-
-    Opened non-blocking and checked before reading: a FIFO (or a device) named like a CSV
-    file would otherwise block its reader for ever.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise MarketDataError(f"{name}: cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise MarketDataError(f"{name}: not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise MarketDataError(
-                f"{name}: {st.st_size} bytes, over the {MAX_FILE_BYTES} byte limit"
-            )
-        return fh.read(MAX_FILE_BYTES + 1)
-
-
-def _where(path: Path, line: int) -> str:
-    return f"{path.parent.name}/{path.name} line {line}"
-
-
-def _ts(value: str, path: Path, line: int, column: str = "ts") -> int:
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise MarketDataError(
-            f"{_where(path, line)}: {column} {value!r} is not epoch seconds or an RFC 3339 time"
-        ) from None
-    if dt.tzinfo is None:
-        raise MarketDataError(f"{_where(path, line)}: {column} {value!r} has no time zone")
-    return int(dt.timestamp())
-
-
-def _num(
-    value: str,
-    path: Path,
-    line: int,
-    column: str,
-    check: Callable[[float], bool] | None = None,
-    need: str = "",
-) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise MarketDataError(f"{_where(path, line)}: {column} {value!r} is not a number") from None
-    if not math.isfinite(x) or (check is not None and not check(x)):
-        raise MarketDataError(
-            f"{_where(path, line)}: {column} {value!r} must be {need or 'finite'}"
-        )
-    return x
-
-
-def _positive(x: float) -> bool:
-    return x > 0
-
-
-def _increasing(ts: list[int], path: Path, lines: list[int]) -> None:
-    for i in range(1, len(ts)):
-        if ts[i] <= ts[i - 1]:
-            raise MarketDataError(
-                f"{_where(path, lines[i])}: ts must increase (it does not after the row before)"
-            )
-
-
-def _bars(rows: list[Row], path: Path) -> Bars:
-    ts: list[int] = []
-    cols: dict[str, list[float]] = {c: [] for c in BAR_COLUMNS[1:]}
-    for line, r in rows:
-        ts.append(_ts(r["ts"], path, line))
-        o, h, lo, c = (
-            _num(r[k], path, line, k, _positive, "positive")
-            for k in ("open", "high", "low", "close")
-        )
-        v = _num(r["volume"], path, line, "volume", lambda x: x >= 0, "zero or more")
-        if h < max(o, c, lo) or lo > min(o, c):
-            raise MarketDataError(f"{_where(path, line)}: high/low do not bracket open and close")
-        for k, x in zip(BAR_COLUMNS[1:], (o, h, lo, c, v), strict=True):
-            cols[k].append(x)
-    _increasing(ts, path, [line for line, _ in rows])
-    return Bars(ts=tuple(ts), **{k: tuple(v) for k, v in cols.items()})
-
-
-def _by_symbol(rows: list[Row], path: Path) -> dict[str, list[Row]]:
-    out: dict[str, list[Row]] = {}
-    for line, r in rows:
-        if not r["symbol"]:
-            raise MarketDataError(f"{_where(path, line)}: empty symbol")
-        out.setdefault(r["symbol"], []).append((line, r))
-    return out
-
-
-def _funding(rows: list[Row], path: Path) -> Funding:
-    ts = [_ts(r["ts"], path, line) for line, r in rows]
-    _increasing(ts, path, [line for line, _ in rows])
-    rate = tuple(
-        _num(r["rate"], path, line, "rate", lambda x: abs(x) < 1, "a fraction between -1 and 1")
-        for line, r in rows
-    )
-    return Funding(ts=tuple(ts), rate=rate)
-
-
-def _basis(rows: list[Row], path: Path) -> Basis:
-    ts = [_ts(r["ts"], path, line) for line, r in rows]
-    _increasing(ts, path, [line for line, _ in rows])
-    spot = tuple(_num(r["spot"], path, line, "spot", _positive, "positive") for line, r in rows)
-    future = tuple(
-        _num(r["future"], path, line, "future", _positive, "positive") for line, r in rows
-    )
-    expiry = tuple(_ts(r["expiry_ts"], path, line, "expiry_ts") for line, r in rows)
-    for (line, _), t, e in zip(rows, ts, expiry, strict=True):
-        if e <= t:
-            raise MarketDataError(f"{_where(path, line)}: expiry_ts must be after ts")
-    return Basis(ts=tuple(ts), spot=spot, future=future, expiry_ts=expiry)

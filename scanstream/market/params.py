@@ -7,14 +7,15 @@ overrides from `params.<strategy name>` (see docs/strategies.md).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from scanstream.errors import InvalidRequest, split_validation_message
+from scanstream.market.csv_root import Root, clean
+from scanstream.market.data import MarketDataError
+from scanstream.settings import CsvSettings
 
 CSV_ROOT_ENV = "SCANSTREAM_CSV_ROOT"
 # symbols x venues x bars of a synthetic market: bounds the memory (~120 bytes a bar) and the
@@ -45,7 +46,7 @@ class MarketParams(msgspec.Struct, frozen=True, kw_only=True):
     venues: Annotated[tuple[Venue, ...], msgspec.Meta(min_length=1, max_length=10)] | None = None
     bars: Annotated[int, msgspec.Meta(ge=50, le=5000)] = 500
     interval_s: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 3600
-    # CSV source: a folder inside SCANSTREAM_CSV_ROOT (relative paths are taken from there).
+    # CSV source: a folder under SCANSTREAM_CSV_ROOT, as a path relative to it.
     csv_dir: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
     # A pause each strategy takes per symbol, so a demo can be watched; 0 in production.
     pace_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 0
@@ -59,14 +60,15 @@ class MarketParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def parse_params(
-    params: Mapping[str, Any] | None, *, csv_root: str | Path | None = None
+    params: Mapping[str, Any] | None, *, csv_settings: CsvSettings | None = None
 ) -> MarketParams:
     """Validate the `params` object of a scan request.
 
     Raises `InvalidRequest` whose `field` names the offending field (`params.seed`,
-    `params.symbols[3]`, ...). `csv_root` bounds where a CSV source may read; it defaults to
-    the `SCANSTREAM_CSV_ROOT` environment variable, and with neither the CSV source is refused,
-    so a request can never make the server read an arbitrary folder.
+    `params.symbols[3]`, ...). `csv_settings` (default: `CsvSettings.from_env()`) bounds where a
+    CSV source may read: without a root the CSV source is refused, so a request can never
+    make the server read an arbitrary folder. A CSV `csv_dir` comes back as a plain path
+    relative to the root; what can only be known when the files are read is checked then.
     """
     if params is None:
         params = {}
@@ -84,7 +86,8 @@ def parse_params(
             dup = next(v for i, v in enumerate(values) if v in values[:i])
             raise InvalidRequest(f"params.{name}: {dup!r} is listed twice", field=f"params.{name}")
     if parsed.source == "csv":
-        return msgspec.structs.replace(parsed, csv_dir=_csv_dir(parsed.csv_dir, csv_root))
+        config = CsvSettings.from_env() if csv_settings is None else csv_settings
+        return msgspec.structs.replace(parsed, csv_dir=_csv_dir(parsed.csv_dir, config))
     if parsed.csv_dir is not None:
         raise InvalidRequest("params.csv_dir: only used with source 'csv'", field="params.csv_dir")
     n_symbols = len(parsed.symbols or DEFAULT_SYMBOLS)
@@ -98,22 +101,20 @@ def parse_params(
     return parsed
 
 
-def _csv_dir(csv_dir: str | None, csv_root: str | Path | None) -> str:
+def _csv_dir(csv_dir: str | None, csv_settings: CsvSettings) -> str:
+    """`csv_dir` checked as far as a request can be: as text, then looked up under the root
+    (a folder that leads outside, loops or is missing is refused now, not at read time)."""
     if csv_dir is None:
         raise InvalidRequest("params.csv_dir: required with source 'csv'", field="params.csv_dir")
-    root_s = str(csv_root) if csv_root is not None else os.environ.get(CSV_ROOT_ENV, "")
-    if not root_s:
+    if csv_settings.root is None:
         raise InvalidRequest(
             f"params.source: the csv source is disabled on this server ({CSV_ROOT_ENV} is not set)",
             field="params.source",
         )
-    root = Path(root_s).resolve()
-    path = (root / csv_dir).resolve()
-    if not path.is_relative_to(root):
-        raise InvalidRequest(
-            f"params.csv_dir: must be a folder inside the CSV root, got {csv_dir!r}",
-            field="params.csv_dir",
-        )
-    if not path.is_dir():
-        raise InvalidRequest(f"params.csv_dir: no such folder {csv_dir!r}", field="params.csv_dir")
-    return str(path)
+    try:
+        folder = clean(csv_dir)
+        with Root(csv_settings.root) as root:
+            root.require_folder(folder)
+    except MarketDataError as exc:
+        raise InvalidRequest(f"params.csv_dir: {exc}", field="params.csv_dir") from None
+    return folder

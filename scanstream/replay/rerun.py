@@ -139,9 +139,9 @@ def default_strategies(settings: Settings) -> dict[str, Strategy]:
 
 
 def default_market(params: Mapping[str, Any]) -> Any:
-    from scanstream.market import market_for, parse_params
+    from scanstream.market import load_market
 
-    return market_for(parse_params(dict(params)))
+    return load_market(params)  # the CSV settings from SCANSTREAM_CSV_*
 
 
 async def rerun(
@@ -155,7 +155,7 @@ async def rerun(
 ) -> RerunReport:
     """Run `strategy` on the params of the log's scan.requested, and compare its findings
     with the recorded ones. `strategies` defaults to the built-ins plus
-    `settings.strategy_modules`; `market_factory` to `market_for(parse_params(params))`."""
+    `settings.strategy_modules`; `market_factory` to `load_market(params)`."""
     settings = settings or Settings.from_env()
     requested = log.requested
     if requested is None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from scanstream.errors import StrategyLoadError
 from scanstream.market import MarketParams, parse_params
+from scanstream.settings import CsvSettings
 from scanstream.strategies.api import Strategy
 from scanstream.strategies.builtin import BUILTIN
 from scanstream.strategies.builtin.common import check_knobs
@@ -78,12 +79,15 @@ def strategies_in(module: ModuleType) -> list[Strategy]:
 
 
 def check_params(
-    params: Mapping[str, Any] | None, strategies: Iterable[str] | None = None
+    params: Mapping[str, Any] | None,
+    strategies: Iterable[str] | None = None,
+    *,
+    csv_settings: CsvSettings | None = None,
 ) -> MarketParams:
-    """Validate a scan's `params` up front: the market part, and any built-in threshold
-    overrides (`params.<strategy>.<knob>`) of `strategies` (default: all). Raises
-    `InvalidRequest` naming the field."""
-    parsed = parse_params(params)
+    """Validate a scan's `params` up front: the market part (a CSV folder under
+    `csv_settings.root`), and any built-in threshold overrides (`params.<strategy>.<knob>`)
+    of `strategies` (default: all). Raises `InvalidRequest` naming the field."""
+    parsed = parse_params(params, csv_settings=csv_settings)
     check_knobs(params or {}, None if strategies is None else list(strategies))
     return parsed
 

@@ -12,7 +12,7 @@ import anyio
 from consumers.worker import Worker
 from scanstream import events as ev
 from scanstream.ids import new_scan_id
-from scanstream.market import market_for, parse_params
+from scanstream.market import load_market
 from scanstream.projection import ScanView, fold_all
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
@@ -21,7 +21,7 @@ from scanstream.strategies.api import Strategy
 
 
 def market_factory(params: Mapping[str, Any]) -> Any:
-    return market_for(parse_params(dict(params)))
+    return load_market(params)
 
 
 async def start_scan(
@@ -78,9 +78,11 @@ async def workers_running(
     settings: Settings, strategies: Mapping[str, Strategy], count: int = 1, concurrency: int = 8
 ) -> AsyncIterator[list[Worker]]:
     """`count` real workers in this process, drained (as on SIGTERM) at the end of the block."""
-    started = [
-        Worker(settings, strategies, market_factory, concurrency=concurrency) for _ in range(count)
-    ]
+
+    def market(params: Mapping[str, Any]) -> Any:
+        return load_market(params, settings.csv)
+
+    started = [Worker(settings, strategies, market, concurrency=concurrency) for _ in range(count)]
     async with anyio.create_task_group() as tg:
         for worker in started:
             await tg.start(worker.run)
