@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
             settings = settings.with_(redis_url=redis.url)
         settings = settings.with_(secret=settings.secret or dev_secret(settings))
         os.environ["SCANSTREAM_REDIS_URL"] = settings.redis_url or ""
-        os.environ["SCANSTREAM_SECRET"] = settings.secret or ""
+        os.environ["SCANSTREAM_SECRET"] = ",".join(settings.secrets)
         return anyio.run(_serve, settings, args, backend_options={"use_uvloop": True})
     except KeyboardInterrupt:  # a signal before the loop's own handler was in place
         return 130
@@ -144,7 +144,7 @@ class _Dev:
     def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
         from consumers.worker import Worker
         from scanstream.api.app import create_app
-        from scanstream.api.auth import make_token
+        from scanstream.api.auth import issue
         from scanstream.market import market_for, parse_params
         from scanstream.strategies.registry import load_strategies
 
@@ -171,7 +171,11 @@ class _Dev:
             for _ in range(max(1, args.workers))
         ]
         self.base = f"http://{args.host}:{args.port}"
-        self.token = make_token(settings.secret or "", DEMO_USER)
+        # The link's token is the sign-in token itself, with the usual lifetime: it sits in
+        # the fragment, which the browser never sends, and the page takes it out at once.
+        self.token, self.token_expires = issue(
+            settings.secret or "", DEMO_USER, settings.token_ttl_s
+        )
         self.stopping = anyio.Event()  # a signal, the demo's end with --exit-after-demo, ...
         self.api_done = anyio.Event()
         self.demo_stop = threading.Event()  # tells the demo's thread to stop watching
@@ -272,11 +276,17 @@ class _Dev:
         self.server.should_exit = self.server.force_exit = True
 
     def _banner(self) -> None:
+        from scanstream.api.auth import rfc3339
+
         base, token = self.base, self.token
         _say(f"\nscanstream is running: API {base}, {len(self.strategies)} strategies")
         _say(f"dashboard: {base}/#token={token}")
         _say(f"the CLI, in another shell (as user {DEMO_USER!r}):")
-        _say(f"  export SCANSTREAM_API_URL={base} SCANSTREAM_TOKEN={token}\n")
+        _say(f"  export SCANSTREAM_API_URL={base} SCANSTREAM_TOKEN={token}")
+        _say(
+            f"(the token is good until {rfc3339(self.token_expires)}; "
+            f"`scanstream token {DEMO_USER}` makes another)\n"
+        )
 
     async def _demo(self) -> None:
         """The demo watches its scan from a daemon thread (the terminal client is

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -293,9 +294,15 @@ def test_the_readme_commands_work_in_a_fresh_shell_beside_dev(
     devs: list[Dev], tmp_path: Path
 ) -> None:
     """README "Using it", pasted into a fresh shell in dev's folder: `scanstream token`
-    signs with the dev secret (saying so), and the scan commands work with that token."""
+    signs with the dev secret (saying so), and the scan commands work with that token; the
+    token in the dashboard link dev printed works too, and says until when."""
     folder = tmp_path / "proj"
     dev = run_dev(devs, folder)
+    wait_until(lambda: "good until" in dev.output(), 10.0, "dev prints its dashboard link")
+    link = re.search(r"dashboard: (\S+)/#token=(\S+)", dev.output())
+    assert link is not None and link[1] == dev.url, dev.output()
+    signed_in = httpx.get(dev.url + "/v1/scans", headers={"Authorization": f"Bearer {link[2]}"})
+    assert signed_in.status_code == 200, signed_in.text
 
     token = cli(folder, "token", "alice")
     assert token.returncode == 0, token.stderr

@@ -58,7 +58,7 @@ def _params_validator() -> ParamsValidator:
     return check_params
 
 
-def _check(settings: Settings) -> tuple[str, str]:
+def _check(settings: Settings) -> tuple[tuple[str, ...], str]:
     if not settings.secret:
         raise ConfigError(
             "SCANSTREAM_SECRET is not set: the API signs and checks bearer tokens with it. "
@@ -69,13 +69,13 @@ def _check(settings: Settings) -> tuple[str, str]:
             "SCANSTREAM_REDIS_URL is not set: the API needs a Redis (redis://, rediss:// or "
             "unix://). `scanstream dev` starts an embedded one and sets it for its children."
         )
-    return settings.secret, settings.redis_url
+    return settings.secrets, settings.redis_url
 
 
 def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The API. `extra_routes` are mounted before the `/v1/scans/...` catch-all 404
     (the SSE route and the dashboard go there)."""
-    secret, url = _check(settings)
+    secrets, url = _check(settings)
     strategies = _load_strategies(settings)
     validate_params = _params_validator()
     strategies_json = msgspec.json.encode(
@@ -108,7 +108,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         metrics.cache = cache
         ctx = ApiContext(
             settings=settings,
-            secret=secret,
+            secrets=secrets,
             metrics=metrics,
             store=store,
             cache=cache,

@@ -72,7 +72,7 @@ def resume_point(request: Request) -> str | None:
 
 async def events(request: Request) -> Response | EventStream:
     ctx = context(request)
-    user = authenticate(request, ctx.secret, allow_query=True)
+    user = authenticate(request, ctx.secrets, allow_query=True)
     scan_id = request.path_params["scan_id"]
     after = resume_point(request)
     fanout = fanout_of(request)

@@ -34,7 +34,7 @@ async def metrics(request: Request) -> Response:
 
 async def strategies(request: Request) -> Response:
     ctx = context(request)
-    authenticate(request, ctx.secret)
+    authenticate(request, ctx.secrets)
     return json_response(ctx.strategies_json)
 
 

@@ -96,12 +96,31 @@ function toast(text, ms = 2600) {
 
 let token = localStorage.getItem(TOKEN_KEY) || "";
 
-function userOf(tok) {
+function b64text(part) {
+  const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+  const bin = atob(b64 + "=".repeat((4 - b64.length % 4) % 4));
+  return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+}
+
+// What a token says of itself: its user and expiry (unix s, or null for an old token that
+// never expires). Unverified: only the server's answer to the token makes it true.
+function claimsOf(tok) {
+  const parts = String(tok || "").split(".");
   try {
-    const part = tok.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
-    const bin = atob(part + "=".repeat((4 - part.length % 4) % 4));
-    return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
-  } catch { return null; }
+    if (parts.length === 3) { // a JWT: {"sub", "exp"}
+      const c = JSON.parse(b64text(parts[1]));
+      return { user: typeof c.sub === "string" ? c.sub : null, exp: Number.isInteger(c.exp) ? c.exp : null };
+    }
+    if (parts.length === 2) return { user: b64text(parts[0]), exp: null }; // user.mac
+  } catch { /* not a token we can read */ }
+  return { user: null, exp: null };
+}
+
+function userOf(tok) { return claimsOf(tok).user; }
+
+function useToken(value) {
+  token = value;
+  localStorage.setItem(TOKEN_KEY, value);
 }
 
 class ApiError extends Error {
@@ -816,10 +835,12 @@ function showGate(message) {
 }
 
 async function enter() {
-  const user = userOf(token);
+  const { user, exp } = claimsOf(token);
   $("token-gate").hidden = true;
   $("app").hidden = false;
   $("whoami").replaceChildren("signed in as ", h("b", { text: user || "?" }));
+  $("whoami").title = exp ? `The token is good until ${new Date(exp * 1000).toLocaleString()}.`
+    : "The token does not expire.";
   $("whoami").hidden = false;
   $("signout").hidden = false;
   try {
@@ -854,16 +875,14 @@ function init() {
   applyTheme(localStorage.getItem(THEME_KEY));
   const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
   if (m) { // take the token out of the address bar at once
-    token = decodeURIComponent(m[1]);
-    localStorage.setItem(TOKEN_KEY, token);
+    useToken(decodeURIComponent(m[1]));
     history.replaceState(null, "", location.pathname + location.search);
   }
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const value = $("token-input").value.trim();
     if (!value) return;
-    token = value;
-    localStorage.setItem(TOKEN_KEY, token);
+    useToken(value);
     enter();
   });
   $("signout").addEventListener("click", () => {
