@@ -1,6 +1,6 @@
 """Bearer tokens: signed JWTs that expire, verified by any listed secret, cached when good
-(never past their expiry); the tokens of before expiry still work. The last tests ask a
-real server, as a client would."""
+(never past their expiry); stream tokens good for one scan's events only; the tokens of
+before expiry still work. The last tests ask a real server, as a client would."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from tests.support.http import serve
 
 SECRET = "s3cret"
 SCAN = "scan_" + "a" * 32
+OTHER_SCAN = "scan_" + "b" * 32
 
 
 def _request(headers: dict[str, str], query: str = "") -> Request:
@@ -71,7 +72,7 @@ def test_a_token_verifies_to_its_user_until_it_expires() -> None:
         before = time.time()
         token, expires_at = issue(SECRET, user, 3600)
         grant = read_token(SECRET, token)
-        assert grant.user == user
+        assert grant.user == user and grant.scan_id is None
         assert grant.expires_at == expires_at
         assert before + 3600 <= expires_at <= before + 3601
         assert claims(token) == {"sub": user, "exp": expires_at}
@@ -150,7 +151,7 @@ def test_malformed_tokens_are_rejected(token: str) -> None:
 
 def test_bad_user_ids_lifetimes_and_empty_secrets_make_no_token() -> None:
     """make_token refuses user ids outside [A-Za-z0-9_.@:-]{1,64}, an empty secret, a
-    lifetime that is not 1 s to 100 years in whole seconds."""
+    lifetime that is not 1 s to 100 years in whole seconds, and a scan that is not an id."""
     for user in ("", "a b", "x" * 65, "ünï", "a/b"):
         with pytest.raises(ValueError):
             make_token(SECRET, user)
@@ -159,6 +160,8 @@ def test_bad_user_ids_lifetimes_and_empty_secrets_make_no_token() -> None:
     for ttl in (0, -5, 1.5, 10**12, True):
         with pytest.raises(ValueError):
             make_token(SECRET, "alice", ttl)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        make_token(SECRET, "alice", scan_id="scan_nope")
     assert verify_token("", make_token(SECRET, "alice")) is None
 
 
@@ -178,7 +181,7 @@ def test_tokens_from_before_expiry_still_verify_while_their_secret_is_listed() -
     secret that signed it is listed; its padded spelling or another user's name does not."""
     token = old_token(SECRET, "alice")
     grant = read_token(("new", SECRET), token)
-    assert grant.user == "alice" and grant.expires_at is None
+    assert grant.user == "alice" and grant.expires_at is None and grant.scan_id is None
     assert verify_token(("new",), token) is None
     user, mac = token.split(".")
     assert len(user) % 4 and len(mac) % 4  # both parts have a padded spelling
@@ -228,12 +231,24 @@ def test_authenticate_reads_the_bearer_header() -> None:
     assert authenticate(lower, SECRET) == "alice"
 
 
-def test_authenticate_takes_the_query_token_only_when_allowed() -> None:
-    """?access_token= works only with allow_query (the SSE route), never by default."""
-    request = _request({}, f"access_token={make_token(SECRET, 'alice')}")
+def test_a_url_carries_only_a_stream_token_of_that_very_scan() -> None:
+    """?access_token= is read only for a scan's event stream, and there only a stream token
+    of that scan is taken: never the caller's own token, never another scan's."""
+    own = make_token(SECRET, "alice")
+    stream = make_token(SECRET, "alice", 60, scan_id=SCAN)
     with pytest.raises(Unauthorized):
-        authenticate(request, SECRET)
-    assert authenticate(request, SECRET, allow_query=True) == "alice"
+        authenticate(_request({}, f"access_token={stream}"), SECRET)  # not an events route
+    assert authenticate(_request({}, f"access_token={stream}"), SECRET, stream_of=SCAN) == "alice"
+    with pytest.raises(Unauthorized, match="only a stream token"):
+        authenticate(_request({}, f"access_token={own}"), SECRET, stream_of=SCAN)
+    with pytest.raises(Unauthorized, match="another scan"):
+        authenticate(_request({}, f"access_token={stream}"), SECRET, stream_of=OTHER_SCAN)
+    # In the header, the events route takes either; every other route only the user's own.
+    for token in (own, stream):
+        header = _request({"Authorization": f"Bearer {token}"})
+        assert authenticate(header, SECRET, stream_of=SCAN) == "alice"
+    with pytest.raises(Unauthorized, match="one scan's event stream only"):
+        authenticate(_request({"Authorization": f"Bearer {stream}"}), SECRET)
 
 
 def test_authenticate_refusals_carry_www_authenticate() -> None:

@@ -7,14 +7,17 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
 import pytest
 
 from scanstream.api.app import create_app
+from scanstream.api.auth import read_token
 from scanstream.live.fanout import Fanout
 from scanstream.settings import Settings
+from tests.conftest import SECRET
 from tests.support.browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.http import serve
 from tests.support.sse import bearer, read_log, token, wait_for_metric, worker_running
@@ -99,6 +102,8 @@ async def test_the_dashboard_runs_a_scan_live_and_recovers_from_a_closed_stream(
         worker_running(settings, STRATEGIES, concurrency=4),
         httpx.AsyncClient(base_url=base, timeout=20.0) as api,
     ):
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
         await page.goto(base + "/")
         await page.fill("#token-input", token())
         await page.click("#token-save")
@@ -150,6 +155,13 @@ async def test_the_dashboard_runs_a_scan_live_and_recovers_from_a_closed_stream(
         )
 
     assert results["state"] == "completed" and results["opportunities"]
+    # The long-lived token never went into a URL; each event-stream connection carried a
+    # stream token of its own, for this scan only.
+    assert not [u for u in urls if token() in u]
+    streamed = [parse_qs(urlsplit(u).query) for u in urls if u.split("?")[0].endswith("/events")]
+    stream_tokens = [q["access_token"][0] for q in streamed]
+    assert len(stream_tokens) >= 2 and len(set(stream_tokens)) == len(stream_tokens)
+    assert {read_token(SECRET, t).scan_id for t in stream_tokens} == {scan_id}
     assert page_state["received"] == log_ids  # every event once, in order, across the drop
     assert page_state["duplicates"] == 0 and page_state["mismatch"] is False
     assert page_state["reconnects"] >= 1

@@ -229,8 +229,14 @@ def test_ctrl_c_with_an_event_stream_open_stops_everything_within_5s(
     received: list[str] = []
     ended: list[BaseException | None] = []
 
-    def follow() -> None:
-        url = f"{dev.url}/v1/scans/{scan_id}/events?access_token={dev.token()}"
+    minted = httpx.post(
+        f"{dev.url}/v1/scans/{scan_id}/stream-token",
+        headers={"Authorization": f"Bearer {dev.token()}"},
+    )
+    assert minted.status_code == 200, minted.text
+
+    def follow() -> None:  # as the dashboard does: a stream token in the URL
+        url = f"{dev.url}/v1/scans/{scan_id}/events?access_token={minted.json()['token']}"
         try:
             with httpx.stream("GET", url, timeout=httpx.Timeout(10.0, read=30.0)) as response:
                 for line in response.iter_lines():

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from scanstream.api import routes_events, routes_ops, routes_scans, routes_web
+from scanstream.api import routes_events, routes_ops, routes_scans, routes_tokens, routes_web
 from scanstream.api.bodies import StrategyInfo, StrategyList
 from scanstream.api.context import ApiContext
 from scanstream.api.errors import EXCEPTION_HANDLERS
@@ -131,6 +131,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         routes=[
             *routes_scans.ROUTES,
             *routes_events.ROUTES,
+            *routes_tokens.ROUTES,
             *routes_ops.ROUTES,
             *extra_routes,
             *routes_scans.CATCH_ALL,

@@ -1,8 +1,9 @@
-"""Bearer tokens: signed, and expiring.
+"""Bearer tokens: signed, expiring, and (stream tokens) good for one scan's events only.
 
-A token is a JWT signed HS256 (PyJWT): `{"sub": user_id, "exp": unix seconds}`. The HMAC
-key is derived from the secret (HMAC-SHA256(secret, domain)): 32 bytes whatever the
-secret's length, and bound to this one use of it.
+A token is a JWT signed HS256 (PyJWT): `{"sub": user_id, "exp": unix seconds}`, and for a
+stream token also `"aud": "scanstream:events:<scan_id>"`. The HMAC key is derived from
+the secret (HMAC-SHA256(secret, domain)): 32 bytes whatever the secret's length, and
+bound to this one use of it.
 
 Secrets are a list (`SCANSTREAM_SECRET=new,old`): the first signs, every one verifies,
 so a secret can be rotated without signing anyone out.
@@ -36,9 +37,10 @@ import jwt
 from starlette.requests import HTTPConnection
 
 from scanstream.api.errors import Unauthorized
-from scanstream.ids import is_user_id
+from scanstream.ids import is_scan_id, is_user_id
 
 ALGORITHM = "HS256"
+STREAM_AUDIENCE = "scanstream:events:"  # + scan id: the one route a stream token opens
 _DOMAIN = b"scanstream-token-v1\x00"  # binds the old tokens' MAC to this use of the secret
 _KEY_DOMAIN = b"scanstream-token-v2"  # the JWT key: HMAC-SHA256(secret, this)
 MAX_TOKEN_CHARS = 512
@@ -56,6 +58,7 @@ class Grant:
 
     user: str
     expires_at: int | None  # unix seconds; None: a token from before expiry existed
+    scan_id: str | None = None  # set: a stream token, for this scan's event stream only
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -67,10 +70,13 @@ class BadToken(Exception):
 
 class ExpiredToken(BadToken):
     def __init__(self, grant: Grant) -> None:
-        super().__init__(
-            f"The bearer token expired at {rfc3339(grant.expires_at or 0)}; "
-            "get a new one (`scanstream token USER_ID`)."
+        kind = "stream token" if grant.scan_id else "bearer token"
+        fix = (
+            f"get another from POST /v1/scans/{grant.scan_id}/stream-token."
+            if grant.scan_id
+            else "get a new one (`scanstream token USER_ID`)."
         )
+        super().__init__(f"The {kind} expired at {rfc3339(grant.expires_at or 0)}; {fix}")
         self.grant = grant
 
 
@@ -100,23 +106,31 @@ def issue(
     user_id: str,
     ttl_s: int = DEFAULT_TTL_S,
     *,
+    scan_id: str | None = None,
     now: float | None = None,
 ) -> tuple[str, int]:
-    """(token, expiry in unix seconds): valid for at least `ttl_s` whole seconds."""
+    """(token, expiry in unix seconds): valid for at least `ttl_s` whole seconds. With
+    `scan_id`, a stream token: good only for that scan's event stream."""
     if not secret:
         raise ValueError("a token needs a non-empty secret")
     if not is_user_id(user_id):
         raise ValueError(f"not a valid user id: {user_id!r}")
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_TTL_S:
         raise ValueError(f"a token's lifetime is 1 to {MAX_TTL_S} whole seconds, not {ttl_s!r}")
+    if scan_id is not None and not is_scan_id(scan_id):
+        raise ValueError(f"not a scan id: {scan_id!r}")
     expires_at = math.ceil((time.time() if now is None else now) + ttl_s)
     claims: dict[str, object] = {"sub": user_id, "exp": expires_at}
+    if scan_id is not None:
+        claims["aud"] = STREAM_AUDIENCE + scan_id
     return jwt.encode(claims, _key(secret), algorithm=ALGORITHM), expires_at
 
 
-def make_token(secret: str, user_id: str, ttl_s: int = DEFAULT_TTL_S) -> str:
+def make_token(
+    secret: str, user_id: str, ttl_s: int = DEFAULT_TTL_S, *, scan_id: str | None = None
+) -> str:
     """A bearer token for `user_id` (letters, digits and `_.@:-`, at most 64)."""
-    return issue(secret, user_id, ttl_s)[0]
+    return issue(secret, user_id, ttl_s, scan_id=scan_id)[0]
 
 
 class _VerifiedTokens:
@@ -171,11 +185,12 @@ def read_token(secrets: str | Sequence[str], token: str, *, now: float | None = 
 
 
 def verify_token(secrets: str | Sequence[str], token: str) -> str | None:
-    """The user of a good, unexpired bearer token, else None."""
+    """The user of a good, unexpired bearer token (not a stream token), else None."""
     try:
-        return read_token(secrets, token).user
+        grant = read_token(secrets, token)
     except BadToken:
         return None
+    return grant.user if grant.scan_id is None else None
 
 
 def _decode(keys: tuple[str, ...], token: str) -> Grant:
@@ -198,12 +213,18 @@ def _decode(keys: tuple[str, ...], token: str) -> Grant:
 
 def _grant(claims: dict[str, object]) -> Grant:
     """Claims of a correctly signed token; anything but the shapes we sign is refused."""
-    user, exp = claims.get("sub"), claims.get("exp")
-    if not isinstance(user, str) or not is_user_id(user) or "aud" in claims:
+    user, exp, aud = claims.get("sub"), claims.get("exp"), claims.get("aud")
+    if not isinstance(user, str) or not is_user_id(user):
         raise BadToken(INVALID)
     if isinstance(exp, bool) or not isinstance(exp, int):
         raise BadToken(INVALID)
-    return Grant(user, exp)
+    if aud is None:
+        return Grant(user, exp)
+    if isinstance(aud, str) and aud.startswith(STREAM_AUDIENCE):
+        scan_id = aud[len(STREAM_AUDIENCE) :]
+        if is_scan_id(scan_id):
+            return Grant(user, exp, scan_id)
+    raise BadToken(INVALID)
 
 
 def _legacy(keys: tuple[str, ...], token: str) -> Grant:
@@ -223,28 +244,40 @@ def _legacy(keys: tuple[str, ...], token: str) -> Grant:
     raise BadToken(INVALID)
 
 
-def bearer_of(conn: HTTPConnection, *, allow_query: bool = False) -> str | None:
+def bearer_of(conn: HTTPConnection, *, allow_query: bool = False) -> tuple[str | None, bool]:
+    """(token, whether it came from the URL's `?access_token=`)."""
     header = conn.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else None
+        return (value.strip() if scheme.lower() == "bearer" else None), False
     if allow_query:
-        return conn.query_params.get("access_token")
-    return None
+        return conn.query_params.get("access_token"), True
+    return None, False
 
 
 def authenticate(
-    conn: HTTPConnection, secrets: str | Sequence[str], *, allow_query: bool = False
+    conn: HTTPConnection, secrets: str | Sequence[str], *, stream_of: str | None = None
 ) -> str:
     """The caller's user id; raises `Unauthorized` (401 + WWW-Authenticate) otherwise.
 
-    `allow_query` also accepts `?access_token=` (only for the SSE route: a browser's
-    EventSource cannot set headers).
+    Every route takes a bearer token in the Authorization header. The event stream of one
+    scan (`stream_of`) also takes that scan's stream token, in the header or in
+    `?access_token=` (a browser's EventSource cannot set headers); a URL carries nothing
+    else, so a long-lived token never sits in a URL (and in logs along the way).
     """
-    token = bearer_of(conn, allow_query=allow_query)
+    token, in_url = bearer_of(conn, allow_query=stream_of is not None)
     if token is None:
         raise Unauthorized(NO_TOKEN)
     try:
-        return read_token(secrets, token).user
+        grant = read_token(secrets, token)
     except BadToken as exc:
         raise Unauthorized(str(exc)) from None
+    if grant.scan_id is None and in_url:
+        raise Unauthorized(
+            "?access_token= takes only a stream token (POST /v1/scans/{id}/stream-token "
+            "makes one); send your own token in the Authorization header instead."
+        )
+    if grant.scan_id is not None and grant.scan_id != stream_of:
+        where = "another scan" if stream_of else "one scan's event stream only"
+        raise Unauthorized(f"This is a stream token for {where}; it is refused here.")
+    return grant.user

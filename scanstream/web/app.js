@@ -94,6 +94,9 @@ function toast(text, ms = 2600) {
 
 // ---------------------------------------------------------------- token and API
 
+// The long-lived token: sent in the Authorization header only, never in a URL. The event
+// stream, which a browser can only authenticate through its URL, gets a stream token of its
+// own (one scan, a minute) for each connection: see connect().
 let token = localStorage.getItem(TOKEN_KEY) || "";
 
 function b64text(part) {
@@ -236,12 +239,26 @@ async function loadLog(cur) {
   return entries;
 }
 
-function connect(cur) {
-  const q = new URLSearchParams({ access_token: token });
+// Each connection gets a stream token of its own (POST .../stream-token: this scan's events
+// only, for a minute), so the URL never carries the long-lived token. EventSource is never
+// left to reconnect by itself, since it would reuse the URL and its token after it expired:
+// on any error we close it, and connect again, with a new token, after the last event we have.
+async function connect(cur) {
+  setConn("connecting", cur.reconnects ? "reconnecting" : "connecting");
+  let minted;
+  try {
+    minted = await api(`/v1/scans/${cur.id}/stream-token`, { method: "POST" });
+  } catch (err) {
+    if (state.current !== cur || cur.ended || err.status === 401) return; // 401: asked to sign in
+    setConn("offline", "disconnected");
+    retryLater(cur);
+    return;
+  }
+  if (state.current !== cur || cur.ended) return;
+  const q = new URLSearchParams({ access_token: minted.token });
   if (cur.lastId) q.set("after", cur.lastId); // a new EventSource sends no Last-Event-ID
   const es = new EventSource(`/v1/scans/${cur.id}/events?${q}`);
   cur.es = es;
-  setConn("connecting", cur.reconnects ? "reconnecting" : "connecting");
   es.onopen = () => {
     if (state.current !== cur) return;
     cur.retryDelay = 1000;
@@ -249,23 +266,24 @@ function connect(cur) {
     if (cur.reconnects) refreshStatus(cur); // after a reconnect, check we are where the server is
   };
   es.onerror = () => {
-    if (state.current !== cur || cur.ended) return;
+    if (state.current !== cur || cur.ended || cur.es !== es) return;
     cur.reconnects += 1;
-    if (es.readyState === EventSource.CONNECTING) { // the browser retries by itself
-      setConn("reconnecting", "reconnecting");
-      return;
-    }
-    // Closed for good (a 4xx/5xx or a 204): find out why, then retry ourselves.
     es.close();
-    setConn("offline", "disconnected");
-    refreshStatus(cur).then((status) => {
+    cur.es = null;
+    setConn("reconnecting", "reconnecting");
+    refreshStatus(cur).then((status) => { // the scan may have ended meanwhile (or a 204 said so)
       if (state.current !== cur || cur.ended) return;
       if (status && TERMINAL_SCAN.has(status.state)) { loadRest(cur); return; }
-      cur.retryTimer = setTimeout(() => connect(cur), cur.retryDelay);
-      cur.retryDelay = Math.min(cur.retryDelay * 2, 15000);
+      retryLater(cur);
     });
   };
   for (const type of EVENT_TYPES) es.addEventListener(type, (msg) => onMessage(cur, msg));
+}
+
+function retryLater(cur) {
+  clearTimeout(cur.retryTimer);
+  cur.retryTimer = setTimeout(() => connect(cur), cur.retryDelay);
+  cur.retryDelay = Math.min(cur.retryDelay * 2, 15000);
 }
 
 function onMessage(cur, msg) {
