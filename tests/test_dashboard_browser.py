@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import httpx
 import pytest
 
 from scanstream.api.app import create_app
-from scanstream.api.auth import read_token
+from scanstream.api.auth import issue, read_token
 from scanstream.live.fanout import Fanout
 from scanstream.settings import Settings
 from tests.conftest import SECRET
@@ -215,3 +218,83 @@ async def test_the_dashboard_lists_past_scans_and_opens_a_finished_one(
     # momentum, rsi: one run; flaky: failed then completed; poison: three failed runs
     assert sorted(segments) == sorted(["completed"] * 3 + ["failed"] * 4)
     assert await page.text_content("#overall-pct") == "100%"
+
+
+STORED = "() => localStorage.getItem('scanstream.token')"
+
+
+async def signed_in_as(page: Any) -> str:
+    await page.wait_for_selector("#whoami:not([hidden])")
+    text: str = await page.text_content("#whoami b")
+    return text
+
+
+async def test_a_link_never_replaces_the_stored_token_without_asking(
+    server: tuple[str, Fanout], page: Any
+) -> None:
+    """Signed in as alice, a `/#token=` link for mallory (in a new tab, then in the same
+    tab) shows whose account it is and changes nothing until the user says so: "Stay"
+    keeps alice, "Switch account" signs in as mallory."""
+    base, _ = server
+    alice, mallory = token("alice"), token("mallory")
+    await page.goto(f"{base}/#token={alice}")  # nothing stored yet: the link signs in
+    assert await signed_in_as(page) == "alice"
+    assert await page.evaluate(STORED) == alice
+
+    tab = await page.context.new_page()  # the link opened from a mail or a chat
+    await tab.goto(f"{base}/#token={mallory}")
+    await tab.wait_for_selector("#switch-gate:not([hidden])")
+    assert "token=" not in tab.url
+    assert await tab.is_hidden("#app")
+    assert await tab.text_content("#switch-new") == "mallory"
+    assert await tab.text_content("#switch-old") == "alice"
+    assert await tab.evaluate(STORED) == alice  # asking changed nothing
+    (REPO / "test-output").mkdir(exist_ok=True)
+    await tab.screenshot(path=str(REPO / "test-output" / "dashboard-switch.png"))
+    await tab.click("#switch-stay")
+    assert await signed_in_as(tab) == "alice"
+    assert await tab.evaluate(STORED) == alice
+    await tab.close()
+
+    await page.goto(f"{base}/#token={mallory}")  # the same tab: only the fragment changes
+    await page.wait_for_selector("#switch-gate:not([hidden])")
+    assert await page.evaluate(STORED) == alice
+    await page.click("#switch-accept")
+    assert await signed_in_as(page) == "mallory"
+    assert await page.evaluate(STORED) == mallory
+    assert "token=" not in page.url
+
+
+def _forged(sub: str) -> str:
+    """A token whose payload claims `sub`, with a signature that does not match."""
+    payload = json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode()
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return token("mallory").split(".")[0] + "." + body + ".AAAA"
+
+
+async def test_a_refused_link_token_is_not_used_and_its_text_stays_text(
+    server: tuple[str, Fanout], page: Any
+) -> None:
+    """A link whose token the server refuses (forged, with markup for a name; or expired)
+    asks nothing, keeps the stored token, says why, and runs none of the markup."""
+    base, _ = server
+    alice = token("alice")
+    await page.goto(f"{base}/#token={alice}")
+    assert await signed_in_as(page) == "alice"
+    hostile = '<img src=x onerror="window.pwned=1">'
+    expired, expires_at = issue(SECRET, "mallory", 1)
+    await anyio.sleep(expires_at - time.time() + 0.05)
+    for link, why in ((_forged(hostile), "invalid"), (expired, "expired")):
+        tab = await page.context.new_page()
+        await tab.goto(f"{base}/#token={link}")
+        await tab.wait_for_function(
+            "() => !document.getElementById('toast').hidden"
+            " && document.getElementById('toast').textContent.includes('not used')"
+        )
+        assert why in (await tab.text_content("#toast") or "")
+        assert await tab.is_hidden("#switch-gate")
+        assert await signed_in_as(tab) == "alice"
+        assert await tab.evaluate(STORED) == alice
+        assert await tab.evaluate("() => window.pwned") is None
+        assert await tab.locator("img[src='x']").count() == 0
+        await tab.close()

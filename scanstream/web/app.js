@@ -844,6 +844,7 @@ async function cancelScan() {
 function showGate(message) {
   closeStream();
   $("app").hidden = true;
+  $("switch-gate").hidden = true;
   $("token-gate").hidden = false;
   $("whoami").hidden = true;
   $("signout").hidden = true;
@@ -855,6 +856,7 @@ function showGate(message) {
 async function enter() {
   const { user, exp } = claimsOf(token);
   $("token-gate").hidden = true;
+  $("switch-gate").hidden = true;
   $("app").hidden = false;
   $("whoami").replaceChildren("signed in as ", h("b", { text: user || "?" }));
   $("whoami").title = exp ? `The token is good until ${new Date(exp * 1000).toLocaleString()}.`
@@ -889,13 +891,63 @@ function applyTheme(theme) {
   else delete document.documentElement.dataset.theme;
 }
 
+// ---------------------------------------------------------------- sign-in links
+// `/#token=X` (what `scanstream dev` prints) signs this browser in. It never replaces a token
+// already stored here without asking, showing whose account the link is for: otherwise a link
+// from someone else would silently sign you into their account, and what you then do there
+// (scans, params) is theirs to read.
+
+function takeLinkToken() { // the link's token, taken out of the address bar at once
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  try { return decodeURIComponent(m[1]).trim() || null; } catch { return null; }
+}
+
+async function tokenRefusal(tok) { // null if the server takes the token, else why not
+  try {
+    const response = await fetch("/v1/strategies", { headers: { Authorization: `Bearer ${tok}` } });
+    if (response.ok) return null;
+    const body = await response.json().catch(() => null);
+    return body?.detail || `HTTP ${response.status}`;
+  } catch {
+    return "the server cannot be reached";
+  }
+}
+
+function askSwitch(linked) { // resolves true when the user chooses the link's account
+  const now = userOf(token) || "?", next = userOf(linked) || "?", { exp } = claimsOf(linked);
+  closeStream();
+  $("app").hidden = true;
+  $("token-gate").hidden = true;
+  for (const id of ["switch-new", "switch-accept-name"]) $(id).textContent = next;
+  for (const id of ["switch-old", "switch-stay-name"]) $(id).textContent = now;
+  $("switch-expiry").textContent = exp ? ` (good until ${new Date(exp * 1000).toLocaleString()})` : "";
+  $("switch-gate").hidden = false;
+  $("switch-stay").focus(); // Enter keeps the account you had
+  return new Promise((resolve) => {
+    $("switch-stay").onclick = () => resolve(false);
+    $("switch-accept").onclick = () => resolve(true);
+  });
+}
+
+async function offerLinkToken(linked) {
+  if (!token || linked === token) { useToken(linked); enter(); return; }
+  const refused = await tokenRefusal(linked);
+  if (refused) {
+    enter();
+    toast(`The link's token was not used (${refused}). You are still signed in as ${userOf(token) || "?"}.`, 10000);
+    return;
+  }
+  // Checked: the link's token is good, so the user it names is its user.
+  const next = userOf(linked);
+  if ((next && next === userOf(token)) || await askSwitch(linked)) useToken(linked);
+  enter();
+}
+
 function init() {
   applyTheme(localStorage.getItem(THEME_KEY));
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (m) { // take the token out of the address bar at once
-    useToken(decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
+  const linked = takeLinkToken();
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const value = $("token-input").value.trim();
@@ -958,10 +1010,14 @@ function init() {
     });
   }
   window.addEventListener("hashchange", () => {
+    const again = takeLinkToken(); // a sign-in link opened in this very tab
+    if (again) { offerLinkToken(again); return; }
     const s = /#scan=(scan_[0-9a-f]{32})/.exec(location.hash);
     if (s && s[1] !== state.current?.id && token) openScan(s[1], { push: false });
   });
-  if (token) enter(); else showGate();
+  if (linked) offerLinkToken(linked);
+  else if (token) enter();
+  else showGate();
 }
 
 document.addEventListener("DOMContentLoaded", init);
