@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from scanstream.errors import ScanstreamError
+from scanstream.redact import redact
 from scanstream.settings import ISOLATION_MODES
 
 if TYPE_CHECKING:
@@ -124,10 +125,10 @@ def _main(args_list: list[str]) -> int:
     try:
         return _dispatch(args)
     except ClientError as exc:
-        print(f"scanstream: {exc}", file=sys.stderr)
+        print(f"scanstream: {redact(str(exc))}", file=sys.stderr)
         return 1
     except ScanstreamError as exc:
-        print(f"scanstream: {exc}", file=sys.stderr)
+        print(f"scanstream: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

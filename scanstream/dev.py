@@ -44,6 +44,7 @@ from anyio.abc import TaskGroup
 from scanstream import logs
 from scanstream.devdir import AlreadyRunning, dev_secret, only_dev_in
 from scanstream.embedded import RedisProcess, free_port
+from scanstream.redact import redact, redact_url
 from scanstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
             print(f"port {taken} is in use; serving on {args.port} instead (choose with --port)")
         if not settings.redis_url:
             redis = RedisProcess(data_dir=data_dir / "redis", die_with_owner=True).start()
-            print(f"embedded redis-server on {redis.url} (AOF in {redis.data_dir})")
+            print(f"embedded redis-server on {redact_url(redis.url)} (AOF in {redis.data_dir})")
             settings = settings.with_(redis_url=redis.url)
         settings = settings.with_(secret=settings.secret or dev_secret(settings))
         os.environ["SCANSTREAM_REDIS_URL"] = settings.redis_url or ""
@@ -300,7 +301,7 @@ class _Dev:
             except Exception as exc:  # the API's answer, as one line: it is only a demo
                 self.demo_code = 1
                 if not self.demo_stop.is_set():
-                    _say(f"scanstream: the demo failed: {exc}", err=True)
+                    _say(f"scanstream: the demo failed: {redact(str(exc))}", err=True)
             finally:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                     from_thread.run_sync(done.set, token=loop)
