@@ -6,7 +6,8 @@ the secret (HMAC-SHA256(secret, domain)): 32 bytes whatever the secret's length,
 bound to this one use of it.
 
 Secrets are a list (`SCANSTREAM_SECRET=new,old`): the first signs, every one verifies,
-so a secret can be rotated without signing anyone out.
+so a secret can be rotated without signing anyone out. A token's header names the secret
+that signed it (`kid`, a hash of the derived key), so one HMAC checks it.
 
 Tokens made before expiry existed, `base64url(user) "." base64url(HMAC-SHA256(secret,
 v1 domain + user))`, still verify while the secret that signed them is listed; they
@@ -14,7 +15,7 @@ never expire, so rotating that secret out is how they end.
 
 Verification is on every request's path, so verified tokens are kept in a small LRU
 (only successes: a flood of forged tokens cannot evict the good ones' entries by being
-cached itself, it only costs one HMAC each per secret). A hit is checked against the clock
+cached itself, it only costs a decode and at most one HMAC each). A hit is checked against the clock
 every time: the cache never serves an expired token.
 """
 
