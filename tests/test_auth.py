@@ -338,3 +338,19 @@ def test_scanstream_token_signs_with_the_first_secret_for_ttl_seconds(
         assert main(["token", "alice", "--ttl", bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("scanstream: --ttl") and len(err.strip().splitlines()) == 1
+
+
+def test_token_settings_read_the_secret_list_and_whole_positive_lifetimes() -> None:
+    """SCANSTREAM_SECRET "a, b ,,c": `a` signs, all three verify; the two lifetimes default
+    to a day and a minute and must be whole seconds, at least 1."""
+    from scanstream.errors import ConfigError
+
+    settings = Settings.from_env({"SCANSTREAM_SECRET": "a, b ,,c"})
+    assert settings.secret == "a" and settings.secrets == ("a", "b", "c")
+    assert (settings.token_ttl_s, settings.stream_token_ttl_s) == (86400, 60)
+    assert Settings.from_env({"SCANSTREAM_SECRET": " , "}).secrets == ()
+    for name in ("SCANSTREAM_TOKEN_TTL", "SCANSTREAM_STREAM_TOKEN_TTL"):
+        assert getattr(Settings.from_env({name: "5"}), name[11:].lower() + "_s") == 5
+        for bad in ("0", "-1", "1.5", "soon"):
+            with pytest.raises(ConfigError, match=name):
+                Settings.from_env({name: bad})
