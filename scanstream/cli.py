@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from scanstream.errors import ScanstreamError
+from scanstream.redact import redact
 from scanstream.settings import ISOLATION_MODES
 
 if TYPE_CHECKING:
@@ -61,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a bearer token for USER_ID")
     token.add_argument("user_id")
+    token.add_argument(
+        "--ttl",
+        metavar="SECONDS",
+        default=None,
+        help="how long it is good for, in whole seconds (env SCANSTREAM_TOKEN_TTL, "
+        "default 86400: one day)",
+    )
 
     scan = sub.add_parser("scan", help="a terminal client of the API")
     scan.add_argument("--api", default=None, help="API URL (env SCANSTREAM_API_URL)")
@@ -117,10 +125,10 @@ def _main(args_list: list[str]) -> int:
     try:
         return _dispatch(args)
     except ClientError as exc:
-        print(f"scanstream: {exc}", file=sys.stderr)
+        print(f"scanstream: {redact(str(exc))}", file=sys.stderr)
         return 1
     except ScanstreamError as exc:
-        print(f"scanstream: {exc}", file=sys.stderr)
+        print(f"scanstream: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 
@@ -143,13 +151,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from scanstream.api.auth import make_token
+    from scanstream.api.auth import MAX_TTL_S, issue, rfc3339
     from scanstream.devdir import read_secret
     from scanstream.errors import ConfigError
     from scanstream.ids import is_user_id
 
     if not is_user_id(args.user_id):
         raise ConfigError("USER_ID must be 1-64 characters of letters, digits and _.@:-")
+    ttl_s = settings.token_ttl_s if args.ttl is None else _ttl(args.ttl, MAX_TTL_S)
     secret = settings.secret
     if not secret:
         # Beside a `scanstream dev`, in the folder it runs in: sign with the secret it
@@ -164,8 +173,24 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             f"scanstream: SCANSTREAM_SECRET is not set; signed with the dev secret in {path}",
             file=sys.stderr,
         )
-    print(make_token(secret, args.user_id))
+    token, expires_at = issue(secret, args.user_id, ttl_s)
+    print(
+        f"scanstream: a token for {args.user_id}, good until {rfc3339(expires_at)}", file=sys.stderr
+    )
+    print(token)
     return 0
+
+
+def _ttl(raw: str, most: int) -> int:
+    from scanstream.errors import ConfigError
+
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= most or value != int(value):
+        raise ConfigError(f"--ttl must be a whole number of seconds from 1 to {most}, got {raw!r}")
+    return int(value)
 
 
 def _api(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from scanstream.errors import ScanstreamError
+from scanstream.redact import redact
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # RFC 6750's b64token: what an Authorization: Bearer value may hold.
@@ -48,6 +49,7 @@ class ApiClient:
     ) -> None:
         url = (base_url or os.environ.get("SCANSTREAM_API_URL") or DEFAULT_URL).strip()
         self.base_url = _checked_url(url)
+        self.shown_url = redact(self.base_url)  # what messages name: never a password
         self.token = _checked_token(
             token if token is not None else os.environ.get("SCANSTREAM_TOKEN", "")
         )
@@ -63,19 +65,21 @@ class ApiClient:
         try:
             yield
         except httpx.TimeoutException:
-            raise ApiUnreachable(f"the API at {self.base_url} did not answer in time") from None
+            raise ApiUnreachable(f"the API at {self.shown_url} did not answer in time") from None
         except httpx.ConnectError as exc:
             reason = str(exc).rsplit("] ", 1)[-1] or "connection failed"  # "[Errno 111] ..."
             raise ApiUnreachable(
-                f"cannot reach the API at {self.base_url} ({reason}); {HINT}"
+                f"cannot reach the API at {self.shown_url} ({reason}); {HINT}"
             ) from None
         except httpx.TransportError as exc:
             raise ApiUnreachable(
-                f"the connection to the API at {self.base_url} broke ({type(exc).__name__}: "
+                f"the connection to the API at {self.shown_url} broke ({type(exc).__name__}: "
                 f"{exc or 'no detail'})"
             ) from None
         except httpx.HTTPError as exc:
-            raise ClientError(f"talking to the API at {self.base_url}: {exc}") from None
+            raise ClientError(
+                f"talking to the API at {self.shown_url}: {redact(str(exc))}"
+            ) from None
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         with self._asking():
@@ -86,7 +90,7 @@ class ApiClient:
             return response.json()
         except ValueError:
             raise ClientError(
-                f"{self.base_url} answered {method} {path} with something that is not JSON; "
+                f"{self.shown_url} answered {method} {path} with something that is not JSON; "
                 "is it the scanstream API?"
             ) from None
 
@@ -163,10 +167,11 @@ def _checked_url(url: str) -> str:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise ClientError(f"the API URL {url!r} is not a URL: {exc}") from None
+        raise ClientError(f"the API URL {redact(url)!r} is not a URL: {redact(str(exc))}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ClientError(
-            f"the API URL {url!r} must look like http://HOST:PORT (SCANSTREAM_API_URL or --api)"
+            f"the API URL {redact(url)!r} must look like http://HOST:PORT "
+            "(SCANSTREAM_API_URL or --api)"
         )
     return url.rstrip("/")
 
@@ -179,9 +184,10 @@ def _checked_token(token: str) -> str:
             "USER_ID)) or pass --token"
         )
     if not BEARER_TOKEN.fullmatch(token):
-        shown = token if len(token) <= 20 else token[:20] + "…"
+        # Name the bad character, not the token: a token is never printed.
+        at = next(i for i, c in enumerate(token) if not BEARER_TOKEN.fullmatch(c))
         raise ClientError(
-            f"the token {shown!r} is malformed (SCANSTREAM_TOKEN or --token); "
-            "`scanstream token USER_ID` prints a good one"
+            f"the token is malformed at character {at + 1} ({token[at]!r}) (SCANSTREAM_TOKEN or "
+            "--token); `scanstream token USER_ID` prints a good one"
         )
     return token

@@ -44,6 +44,7 @@ from anyio.abc import TaskGroup
 from scanstream import logs
 from scanstream.devdir import AlreadyRunning, dev_secret, only_dev_in
 from scanstream.embedded import RedisProcess, free_port
+from scanstream.redact import redact, redact_url
 from scanstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,11 +81,11 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
             print(f"port {taken} is in use; serving on {args.port} instead (choose with --port)")
         if not settings.redis_url:
             redis = RedisProcess(data_dir=data_dir / "redis", die_with_owner=True).start()
-            print(f"embedded redis-server on {redis.url} (AOF in {redis.data_dir})")
+            print(f"embedded redis-server on {redact_url(redis.url)} (AOF in {redis.data_dir})")
             settings = settings.with_(redis_url=redis.url)
         settings = settings.with_(secret=settings.secret or dev_secret(settings))
         os.environ["SCANSTREAM_REDIS_URL"] = settings.redis_url or ""
-        os.environ["SCANSTREAM_SECRET"] = settings.secret or ""
+        os.environ["SCANSTREAM_SECRET"] = ",".join(settings.secrets)
         return anyio.run(_serve, settings, args, backend_options={"use_uvloop": True})
     except KeyboardInterrupt:  # a signal before the loop's own handler was in place
         return 130
@@ -144,7 +145,7 @@ class _Dev:
     def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
         from consumers.worker import Worker
         from scanstream.api.app import create_app
-        from scanstream.api.auth import make_token
+        from scanstream.api.auth import issue
         from scanstream.market import load_market
         from scanstream.strategies.registry import load_strategies
 
@@ -171,7 +172,11 @@ class _Dev:
             for _ in range(max(1, args.workers))
         ]
         self.base = f"http://{args.host}:{args.port}"
-        self.token = make_token(settings.secret or "", DEMO_USER)
+        # The link's token is the sign-in token itself, with the usual lifetime: it sits in
+        # the fragment, which the browser never sends, and the page takes it out at once.
+        self.token, self.token_expires = issue(
+            settings.secret or "", DEMO_USER, settings.token_ttl_s
+        )
         self.stopping = anyio.Event()  # a signal, the demo's end with --exit-after-demo, ...
         self.api_done = anyio.Event()
         self.demo_stop = threading.Event()  # tells the demo's thread to stop watching
@@ -272,11 +277,17 @@ class _Dev:
         self.server.should_exit = self.server.force_exit = True
 
     def _banner(self) -> None:
+        from scanstream.api.auth import rfc3339
+
         base, token = self.base, self.token
         _say(f"\nscanstream is running: API {base}, {len(self.strategies)} strategies")
         _say(f"dashboard: {base}/#token={token}")
         _say(f"the CLI, in another shell (as user {DEMO_USER!r}):")
-        _say(f"  export SCANSTREAM_API_URL={base} SCANSTREAM_TOKEN={token}\n")
+        _say(f"  export SCANSTREAM_API_URL={base} SCANSTREAM_TOKEN={token}")
+        _say(
+            f"(the token is good until {rfc3339(self.token_expires)}; "
+            f"`scanstream token {DEMO_USER}` makes another)\n"
+        )
 
     async def _demo(self) -> None:
         """The demo watches its scan from a daemon thread (the terminal client is
@@ -290,7 +301,7 @@ class _Dev:
             except Exception as exc:  # the API's answer, as one line: it is only a demo
                 self.demo_code = 1
                 if not self.demo_stop.is_set():
-                    _say(f"scanstream: the demo failed: {exc}", err=True)
+                    _say(f"scanstream: the demo failed: {redact(str(exc))}", err=True)
             finally:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                     from_thread.run_sync(done.set, token=loop)

@@ -28,6 +28,7 @@ import anyio
 
 from scanstream.errors import ScanstreamError
 from scanstream.events import wall_ms
+from scanstream.redact import redact
 from scanstream.settings import Settings
 from scanstream.storage.connection import Storage
 from scanstream.storage.dead_letters import DeadLetter
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> int:
             return 2
         return anyio.run(_run, settings, url, args)
     except ScanstreamError as exc:
-        print(f"scanstream inspect: {exc}", file=sys.stderr)
+        print(f"scanstream inspect: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -1,6 +1,8 @@
 """Structured logging: plain text for people, JSON lines (SCANSTREAM_LOG_FORMAT=json) for machines.
 
 Pass context with `extra={"scan_id": ..., "strategy": ..., "attempt": ...}`; both formats show it.
+Both mask passwords and tokens (`scanstream.redact`): a Redis error that quotes its URL,
+or a message that quotes a request, does not put a secret in the logs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from scanstream.redact import redact
+
 CONTEXT_FIELDS = ("scan_id", "strategy", "attempt", "job_id", "worker")
 
 
@@ -20,19 +24,19 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name in CONTEXT_FIELDS:
             if hasattr(record, name):
                 body[name] = getattr(record, name)
         if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
+            body["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(body).decode()
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = redact(super().format(record))
         context = " ".join(
             f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name)
         )

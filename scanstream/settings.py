@@ -43,6 +43,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of seconds, at least 1")
+    return value
+
+
+def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SCANSTREAM_SECRET's list: the first signs, all verify (whitespace around each is
+    ignored, so a secret cannot hold a comma or begin or end with a space)."""
+    return tuple(s.strip() for s in env.get("SCANSTREAM_SECRET", "").split(",") if s.strip())
+
+
 @dataclass(frozen=True)
 class CsvSettings:
     """Where the CSV market source may read, and how much of one file it reads.
@@ -101,7 +114,14 @@ class Settings:
     # Past this many events in a scan's log, its progress events are dropped (findings and
     # lifecycle events still count: they are bounded by the cap above and the attempts).
     max_events_per_scan: int = 20_000
+    # Signs tokens: the first of SCANSTREAM_SECRET's comma-separated list.
     secret: str | None = None
+    # The rest of that list: they still verify tokens but never sign one (rotation).
+    other_secrets: tuple[str, ...] = ()
+    # Lifetime of a token `scanstream token` makes without --ttl, and of dev's link (s).
+    token_ttl_s: int = 86400
+    # Lifetime of a stream token (`POST /v1/scans/{id}/stream-token`): it sits in a URL (s).
+    stream_token_ttl_s: int = 60
     prefix: str = "scanstream"
     strategy_modules: tuple[str, ...] = ()
     # A finished scan's keys expire this long after its terminal event (seconds).
@@ -182,6 +202,7 @@ class Settings:
         durable_replicas = _int(env, "SCANSTREAM_DURABLE_REPLICAS", 0)
         if durable_replicas < 0:
             raise ConfigError("SCANSTREAM_DURABLE_REPLICAS must be 0 or more")
+        secrets = _secrets(env)
         return cls(
             redis_url=url,
             redis_cluster=_flag(env, "SCANSTREAM_REDIS_CLUSTER"),
@@ -195,7 +216,10 @@ class Settings:
             projection_cache_bytes=_int(env, "SCANSTREAM_PROJECTION_CACHE_BYTES", 64 * 2**20),
             max_findings_per_strategy=_int(env, "SCANSTREAM_MAX_FINDINGS_PER_STRATEGY", 1000),
             max_events_per_scan=_int(env, "SCANSTREAM_MAX_EVENTS_PER_SCAN", 20_000),
-            secret=env.get("SCANSTREAM_SECRET") or None,
+            secret=secrets[0] if secrets else None,
+            other_secrets=secrets[1:],
+            token_ttl_s=_positive_int(env, "SCANSTREAM_TOKEN_TTL", 86400),
+            stream_token_ttl_s=_positive_int(env, "SCANSTREAM_STREAM_TOKEN_TTL", 60),
             prefix=prefix,
             strategy_modules=modules,
             retention_s=_float(env, "SCANSTREAM_RETENTION", 24 * 3600),
@@ -222,6 +246,11 @@ class Settings:
             csv=CsvSettings.from_env(env),
             metrics_token=_metrics_token(env),
         )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret that verifies a token, the signing one first."""
+        return ((self.secret,) if self.secret else ()) + self.other_secrets
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ CONTRACT_PATHS = {
     "/v1/scans/{scan_id}/events": {"get"},
     "/v1/scans/{scan_id}/log": {"get"},
     "/v1/scans/{scan_id}/cancel": {"post"},
+    "/v1/scans/{scan_id}/stream-token": {"post"},
     "/v1/strategies": {"get"},
     "/healthz": {"get"},
     "/readyz": {"get"},

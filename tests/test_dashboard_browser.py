@@ -3,18 +3,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
 import pytest
 
 from scanstream.api.app import create_app
+from scanstream.api.auth import issue, read_token
 from scanstream.live.fanout import Fanout
 from scanstream.settings import Settings
+from tests.conftest import SECRET
 from tests.support.browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.http import serve
 from tests.support.sse import bearer, read_log, token, wait_for_metric, worker_running
@@ -99,6 +105,8 @@ async def test_the_dashboard_runs_a_scan_live_and_recovers_from_a_closed_stream(
         worker_running(settings, STRATEGIES, concurrency=4),
         httpx.AsyncClient(base_url=base, timeout=20.0) as api,
     ):
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
         await page.goto(base + "/")
         await page.fill("#token-input", token())
         await page.click("#token-save")
@@ -150,6 +158,13 @@ async def test_the_dashboard_runs_a_scan_live_and_recovers_from_a_closed_stream(
         )
 
     assert results["state"] == "completed" and results["opportunities"]
+    # The long-lived token never went into a URL; each event-stream connection carried a
+    # stream token of its own, for this scan only.
+    assert not [u for u in urls if token() in u]
+    streamed = [parse_qs(urlsplit(u).query) for u in urls if u.split("?")[0].endswith("/events")]
+    stream_tokens = [q["access_token"][0] for q in streamed]
+    assert len(stream_tokens) >= 2 and len(set(stream_tokens)) == len(stream_tokens)
+    assert {read_token(SECRET, t).scan_id for t in stream_tokens} == {scan_id}
     assert page_state["received"] == log_ids  # every event once, in order, across the drop
     assert page_state["duplicates"] == 0 and page_state["mismatch"] is False
     assert page_state["reconnects"] >= 1
@@ -203,3 +218,83 @@ async def test_the_dashboard_lists_past_scans_and_opens_a_finished_one(
     # momentum, rsi: one run; flaky: failed then completed; poison: three failed runs
     assert sorted(segments) == sorted(["completed"] * 3 + ["failed"] * 4)
     assert await page.text_content("#overall-pct") == "100%"
+
+
+STORED = "() => localStorage.getItem('scanstream.token')"
+
+
+async def signed_in_as(page: Any) -> str:
+    await page.wait_for_selector("#whoami:not([hidden])")
+    text: str = await page.text_content("#whoami b")
+    return text
+
+
+async def test_a_link_never_replaces_the_stored_token_without_asking(
+    server: tuple[str, Fanout], page: Any
+) -> None:
+    """Signed in as alice, a `/#token=` link for mallory (in a new tab, then in the same
+    tab) shows whose account it is and changes nothing until the user says so: "Stay"
+    keeps alice, "Switch account" signs in as mallory."""
+    base, _ = server
+    alice, mallory = token("alice"), token("mallory")
+    await page.goto(f"{base}/#token={alice}")  # nothing stored yet: the link signs in
+    assert await signed_in_as(page) == "alice"
+    assert await page.evaluate(STORED) == alice
+
+    tab = await page.context.new_page()  # the link opened from a mail or a chat
+    await tab.goto(f"{base}/#token={mallory}")
+    await tab.wait_for_selector("#switch-gate:not([hidden])")
+    assert "token=" not in tab.url
+    assert await tab.is_hidden("#app")
+    assert await tab.text_content("#switch-new") == "mallory"
+    assert await tab.text_content("#switch-old") == "alice"
+    assert await tab.evaluate(STORED) == alice  # asking changed nothing
+    (REPO / "test-output").mkdir(exist_ok=True)
+    await tab.screenshot(path=str(REPO / "test-output" / "dashboard-switch.png"))
+    await tab.click("#switch-stay")
+    assert await signed_in_as(tab) == "alice"
+    assert await tab.evaluate(STORED) == alice
+    await tab.close()
+
+    await page.goto(f"{base}/#token={mallory}")  # the same tab: only the fragment changes
+    await page.wait_for_selector("#switch-gate:not([hidden])")
+    assert await page.evaluate(STORED) == alice
+    await page.click("#switch-accept")
+    assert await signed_in_as(page) == "mallory"
+    assert await page.evaluate(STORED) == mallory
+    assert "token=" not in page.url
+
+
+def _forged(sub: str) -> str:
+    """A token whose payload claims `sub`, with a signature that does not match."""
+    payload = json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode()
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return token("mallory").split(".")[0] + "." + body + ".AAAA"
+
+
+async def test_a_refused_link_token_is_not_used_and_its_text_stays_text(
+    server: tuple[str, Fanout], page: Any
+) -> None:
+    """A link whose token the server refuses (forged, with markup for a name; or expired)
+    asks nothing, keeps the stored token, says why, and runs none of the markup."""
+    base, _ = server
+    alice = token("alice")
+    await page.goto(f"{base}/#token={alice}")
+    assert await signed_in_as(page) == "alice"
+    hostile = '<img src=x onerror="window.pwned=1">'
+    expired, expires_at = issue(SECRET, "mallory", 1)
+    await anyio.sleep(expires_at - time.time() + 0.05)
+    for link, why in ((_forged(hostile), "invalid"), (expired, "expired")):
+        tab = await page.context.new_page()
+        await tab.goto(f"{base}/#token={link}")
+        await tab.wait_for_function(
+            "() => !document.getElementById('toast').hidden"
+            " && document.getElementById('toast').textContent.includes('not used')"
+        )
+        assert why in (await tab.text_content("#toast") or "")
+        assert await tab.is_hidden("#switch-gate")
+        assert await signed_in_as(tab) == "alice"
+        assert await tab.evaluate(STORED) == alice
+        assert await tab.evaluate("() => window.pwned") is None
+        assert await tab.locator("img[src='x']").count() == 0
+        await tab.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,8 +229,14 @@ def test_ctrl_c_with_an_event_stream_open_stops_everything_within_5s(
     received: list[str] = []
     ended: list[BaseException | None] = []
 
-    def follow() -> None:
-        url = f"{dev.url}/v1/scans/{scan_id}/events?access_token={dev.token()}"
+    minted = httpx.post(
+        f"{dev.url}/v1/scans/{scan_id}/stream-token",
+        headers={"Authorization": f"Bearer {dev.token()}"},
+    )
+    assert minted.status_code == 200, minted.text
+
+    def follow() -> None:  # as the dashboard does: a stream token in the URL
+        url = f"{dev.url}/v1/scans/{scan_id}/events?access_token={minted.json()['token']}"
         try:
             with httpx.stream("GET", url, timeout=httpx.Timeout(10.0, read=30.0)) as response:
                 for line in response.iter_lines():
@@ -293,9 +300,15 @@ def test_the_readme_commands_work_in_a_fresh_shell_beside_dev(
     devs: list[Dev], tmp_path: Path
 ) -> None:
     """README "Using it", pasted into a fresh shell in dev's folder: `scanstream token`
-    signs with the dev secret (saying so), and the scan commands work with that token."""
+    signs with the dev secret (saying so), and the scan commands work with that token; the
+    token in the dashboard link dev printed works too, and says until when."""
     folder = tmp_path / "proj"
     dev = run_dev(devs, folder)
+    wait_until(lambda: "good until" in dev.output(), 10.0, "dev prints its dashboard link")
+    link = re.search(r"dashboard: (\S+)/#token=(\S+)", dev.output())
+    assert link is not None and link[1] == dev.url, dev.output()
+    signed_in = httpx.get(dev.url + "/v1/scans", headers={"Authorization": f"Bearer {link[2]}"})
+    assert signed_in.status_code == 200, signed_in.text
 
     token = cli(folder, "token", "alice")
     assert token.returncode == 0, token.stderr

@@ -512,3 +512,46 @@ def test_any_entries_survive_export_and_reading_back(entries: list[Any]) -> None
     back = parse_export(iter(b"".join(export_lines(log)).splitlines(keepends=True)), "x")
 
     assert list(back.raw) == raw
+
+
+def test_replay_never_prints_the_redis_password(
+    mixed: tuple[Settings, str],
+    second_server: RedisProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given a Redis user with a password in SCANSTREAM_REDIS_URL, when `replay import`
+    succeeds, then it names the Redis it wrote to with `***` where the password was; when
+    the password is wrong, the one-line error does not print it either."""
+    import redis as sync_redis
+
+    password = "pw-" + tmp_path.name[-12:].replace("_", "")
+    admin = sync_redis.Redis.from_url(second_server.url)
+    admin.acl_setuser(
+        "importer", enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"]
+    )
+    try:
+        settings, scan_id = mixed
+        monkeypatch.setenv("SCANSTREAM_REDIS_URL", settings.redis_url or "")
+        monkeypatch.setenv("SCANSTREAM_PREFIX", settings.prefix)
+        path = tmp_path / "scan.jsonl"
+        assert main([scan_id, "--export", str(path)]) == 0
+        host = second_server.url.split("://", 1)[1]
+        monkeypatch.setenv("SCANSTREAM_REDIS_URL", f"redis://importer:{password}@{host}")
+        monkeypatch.setenv("SCANSTREAM_PREFIX", "pw" + tmp_path.name[-8:].replace("_", ""))
+        capsys.readouterr()
+
+        assert main(["import", str(path), "--as-new"]) == 0
+        out = capsys.readouterr()
+        assert "imported" in out.out and f"redis://importer:***@{host}" in out.out
+        wrong = password[::-1]
+        monkeypatch.setenv("SCANSTREAM_REDIS_URL", f"redis://importer:{wrong}@{host}")
+        assert main(["import", str(path), "--as-new"]) == 2
+        out2 = capsys.readouterr()
+        assert out2.err.startswith("scanstream replay:")
+        printed = out.out + out.err + out2.out + out2.err
+        assert password not in printed and wrong not in printed
+    finally:
+        admin.acl_deluser("importer")
+        admin.close()

@@ -3,7 +3,9 @@ follow, resume on another API process, heartbeats, caps, slow subscribers, error
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -216,18 +218,83 @@ async def test_an_unknown_or_foreign_scan_is_a_json_404_before_any_stream(
         assert r.json() == {"error": "not_found", "detail": "No such scan."}
 
 
-async def test_access_token_works_and_a_bad_one_is_401(
+async def mint(api: httpx.AsyncClient, scan_id: str, user: str = "alice") -> dict[str, str]:
+    r = await api.post(f"/v1/scans/{scan_id}/stream-token", headers=bearer(user))
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    body: dict[str, str] = r.json()
+    return body
+
+
+async def test_access_token_takes_a_stream_token_and_a_bad_one_is_401(
     api: httpx.AsyncClient, store: EventStore
 ) -> None:
-    """`?access_token=` authenticates the stream (EventSource); a bad or missing one is 401."""
+    """`?access_token=` with a stream token of the scan opens its stream (EventSource); a
+    missing or forged one, or the user's own long-lived token, is 401."""
     scan_id = await finished_scan(api, store)
-    ok = await read_stream(api, events_url(scan_id) + f"?access_token={token()}")
+    minted = await mint(api, scan_id)
+    assert set(minted) == {"token", "expires_at"}
+    ok = await read_stream(api, events_url(scan_id) + f"?access_token={minted['token']}")
     assert ok.status == 200 and ok.ended
-    for query in ("?access_token=forged.token", ""):
+    for query in ("?access_token=forged.token", "", f"?access_token={token()}"):
         r = await api.get(events_url(scan_id) + query)
-        assert r.status_code == 401
+        assert r.status_code == 401, query
         assert r.headers["www-authenticate"] == "Bearer"
         assert r.json()["error"] == "unauthorized"
+    own = await api.get(events_url(scan_id) + f"?access_token={token()}")
+    assert "stream-token" in own.json()["detail"]  # says what to do instead
+
+
+async def test_a_stream_token_opens_only_its_own_scans_events(
+    api: httpx.AsyncClient, store: EventStore
+) -> None:
+    """A stream token is refused on another scan (even the same user's), on every other
+    route, and for minting more; only the owner of a scan can mint one for it."""
+    scan_id = await finished_scan(api, store)
+    other = await finished_scan(api, store)
+    scoped = (await mint(api, scan_id))["token"]
+    as_header = {"Authorization": f"Bearer {scoped}"}
+
+    assert (await read_stream(api, events_url(scan_id), headers=as_header)).status == 200
+    for method, path, headers in (
+        ("GET", events_url(other) + f"?access_token={scoped}", {}),
+        ("GET", events_url(other), as_header),
+        ("GET", f"/v1/scans/{scan_id}", as_header),
+        ("GET", f"/v1/scans/{scan_id}/results", as_header),
+        ("GET", f"/v1/scans/{scan_id}/log", as_header),
+        ("GET", "/v1/scans", as_header),
+        ("GET", "/v1/strategies", as_header),
+        ("POST", f"/v1/scans/{scan_id}/cancel", as_header),
+        ("POST", f"/v1/scans/{scan_id}/stream-token", as_header),
+        ("GET", f"/v1/scans/{scan_id}?access_token={scoped}", {}),
+    ):
+        r = await api.request(method, path, headers=headers)
+        assert r.status_code == 401, (method, path)
+        assert r.json()["error"] == "unauthorized"
+    bobs = await create_scan(api, ["noop"], user="bob")
+    for scan in (bobs, "scan_" + "0" * 32, "nope"):
+        r = await api.post(f"/v1/scans/{scan}/stream-token", headers=bearer("alice"))
+        assert r.status_code == 404 and r.json()["error"] == "not_found", scan
+    assert (await api.post(f"/v1/scans/{scan_id}/stream-token")).status_code == 401
+
+
+async def test_a_stream_token_is_refused_after_it_expires(
+    sse_settings: Settings, store: EventStore
+) -> None:
+    """With SCANSTREAM_STREAM_TOKEN_TTL=1, a stream token opens the stream at once and is
+    a 401 saying it expired once `expires_at` has passed."""
+    with serve(create_app(sse_settings.with_(stream_token_ttl_s=1))) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20.0) as api:
+            scan_id = await finished_scan(api, store)
+            minted = await mint(api, scan_id)
+            url = events_url(scan_id) + f"?access_token={minted['token']}"
+            assert (await read_stream(api, url)).status == 200
+            expires_at = datetime.fromisoformat(minted["expires_at"]).timestamp()
+            assert 1 <= expires_at - time.time() <= 2
+            await anyio.sleep(expires_at - time.time() + 0.05)
+            r = await api.get(url)
+            assert r.status_code == 401
+            assert "expired" in r.json()["detail"]
 
 
 async def test_the_per_user_cap_answers_429_with_retry_after(api: httpx.AsyncClient) -> None:

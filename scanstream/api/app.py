@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from scanstream.api import routes_events, routes_ops, routes_scans, routes_web
+from scanstream.api import routes_events, routes_ops, routes_scans, routes_tokens, routes_web
 from scanstream.api.bodies import StrategyInfo, StrategyList
 from scanstream.api.context import ApiContext
 from scanstream.api.errors import EXCEPTION_HANDLERS
@@ -60,7 +60,7 @@ def _params_validator(settings: Settings) -> ParamsValidator:
     return functools.partial(check_params, csv_settings=settings.csv)
 
 
-def _check(settings: Settings) -> tuple[str, str]:
+def _check(settings: Settings) -> tuple[tuple[str, ...], str]:
     if not settings.secret:
         raise ConfigError(
             "SCANSTREAM_SECRET is not set: the API signs and checks bearer tokens with it. "
@@ -71,13 +71,13 @@ def _check(settings: Settings) -> tuple[str, str]:
             "SCANSTREAM_REDIS_URL is not set: the API needs a Redis (redis://, rediss:// or "
             "unix://). `scanstream dev` starts an embedded one and sets it for its children."
         )
-    return settings.secret, settings.redis_url
+    return settings.secrets, settings.redis_url
 
 
 def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The API. `extra_routes` are mounted before the `/v1/scans/...` catch-all 404
     (the SSE route and the dashboard go there)."""
-    secret, url = _check(settings)
+    secrets, url = _check(settings)
     strategies = _load_strategies(settings)
     validate_params = _params_validator(settings)
     strategies_json = msgspec.json.encode(
@@ -113,7 +113,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         metrics.cache = cache
         ctx = ApiContext(
             settings=settings,
-            secret=secret,
+            secrets=secrets,
             metrics=metrics,
             store=store,
             cache=cache,
@@ -136,6 +136,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         routes=[
             *routes_scans.ROUTES,
             *routes_events.ROUTES,
+            *routes_tokens.ROUTES,
             *routes_ops.ROUTES,
             *extra_routes,
             *routes_scans.CATCH_ALL,

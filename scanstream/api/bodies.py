@@ -56,6 +56,13 @@ class StrategyList(msgspec.Struct, kw_only=True):
     strategies: list[StrategyInfo]
 
 
+class StreamToken(msgspec.Struct, kw_only=True):
+    """`POST /v1/scans/{id}/stream-token`: a token for that scan's event stream only."""
+
+    token: str
+    expires_at: str  # RFC 3339 UTC
+
+
 class Health(msgspec.Struct, kw_only=True):
     status: str
 

@@ -18,7 +18,7 @@ from scanstream.storage.events import EventStore
 @dataclass(frozen=True)
 class ApiContext:
     settings: Settings
-    secret: str
+    secrets: tuple[str, ...]  # the first signs, all verify
     metrics: ApiMetrics
     store: EventStore
     cache: ProjectionCache

@@ -8,7 +8,15 @@ from typing import Any, get_args
 import msgspec
 
 from scanstream import events as ev
-from scanstream.api.bodies import CreateScan, Health, LogEvent, LogPage, ScanList, StrategyList
+from scanstream.api.bodies import (
+    CreateScan,
+    Health,
+    LogEvent,
+    LogPage,
+    ScanList,
+    StrategyList,
+    StreamToken,
+)
 from scanstream.api.errors import ErrorBody
 from scanstream.projection import ScanState, StrategyState
 from scanstream.render import ScanResults, ScanStatus
@@ -36,7 +44,8 @@ ERRORS: dict[str, dict[str, Any]] = {
     "400": _json("ErrorBody", "`invalid_request`: the body is not JSON."),
     "401": _json(
         "ErrorBody",
-        "`unauthorized`: missing or invalid bearer token.",
+        "`unauthorized`: missing, invalid or expired bearer token (the detail says "
+        "which), or a stream token outside its one scan's event stream.",
         {"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
     "404": _json(
@@ -167,7 +176,10 @@ def _paths() -> dict[str, Any]:
                     },
                     _query("after", STREAM_ID, "Resume after this entry id."),
                     _query(
-                        "access_token", {"type": "string"}, "The bearer token, for EventSource."
+                        "access_token",
+                        {"type": "string"},
+                        "A stream token of this scan (`POST .../stream-token`), for "
+                        "EventSource; no other token is taken from the URL.",
                     ),
                 ],
                 "security": [{"bearer": []}, {"accessToken": []}],
@@ -195,6 +207,20 @@ def _paths() -> dict[str, Any]:
                         "`rate_limited`: too many event streams for this user or this server.",
                         _RETRY_AFTER,
                     ),
+                    **_errors("401", "404", "503"),
+                },
+            }
+        },
+        "/v1/scans/{scan_id}/stream-token": {
+            "post": {
+                "summary": "A short-lived token for this scan's event stream only",
+                "description": "For `GET /v1/scans/{scan_id}/events?access_token=` (a "
+                "browser's EventSource cannot send headers). Refused on every other route, "
+                "on every other scan, and after `expires_at` (`SCANSTREAM_STREAM_TOKEN_TTL`, "
+                "default 60 s). Needs the caller's own token: a stream token makes none.",
+                "parameters": [SCAN_ID],
+                "responses": {
+                    "200": _json("StreamToken", "The token and when it expires."),
                     **_errors("401", "404", "503"),
                 },
             }
@@ -298,6 +324,7 @@ def build() -> dict[str, Any]:
         LogPage,
         LogEvent,
         StrategyList,
+        StreamToken,
         CreateScan,
         ErrorBody,
         Health,

@@ -1,9 +1,11 @@
 """`GET /v1/scans/{id}/events`: the scan's log as Server-Sent Events, replayed then followed.
 
 Everything that can go wrong is answered before the stream starts, as a plain JSON error:
-401 (no or bad token; `?access_token=` works here), 404 (unknown, malformed, expired or
-another user's scan), 400 (a resume id that is malformed or not an entry of this scan's
-stream), 429 (too many streams for the user or the process), 503 (Redis unreachable).
+401 (no, bad or expired token; this scan's stream token works here, and is the only token
+`?access_token=` takes), 404 (unknown, malformed, expired or another user's scan), 400 (a
+resume id that is malformed or not an entry of this scan's stream), 429 (too many streams
+for the user or the process), 503 (Redis unreachable). A token is checked when the stream
+opens: one that expires while the stream is open does not cut it.
 
 The resume point is the `Last-Event-ID` header, else `?after=`. `0-0` means "from the
 start"; any other id must be an entry of this scan's stream (checked for free: the first
@@ -72,8 +74,8 @@ def resume_point(request: Request) -> str | None:
 
 async def events(request: Request) -> Response | EventStream:
     ctx = context(request)
-    user = authenticate(request, ctx.secret, allow_query=True)
     scan_id = request.path_params["scan_id"]
+    user = authenticate(request, ctx.secrets, stream_of=scan_id)
     after = resume_point(request)
     fanout = fanout_of(request)
     try:

@@ -55,7 +55,7 @@ def _check_metrics_token(request: Request, expected: str) -> None:
 
 async def strategies(request: Request) -> Response:
     ctx = context(request)
-    authenticate(request, ctx.secret)
+    authenticate(request, ctx.secrets)
     return json_response(ctx.strategies_json)
 
 

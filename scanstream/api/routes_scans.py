@@ -33,7 +33,7 @@ _encode = msgspec.json.Encoder().encode
 
 def _caller(request: Request) -> tuple[ApiContext, str]:
     ctx = context(request)
-    return ctx, authenticate(request, ctx.secret)
+    return ctx, authenticate(request, ctx.secrets)
 
 
 async def scans(request: Request) -> Response:

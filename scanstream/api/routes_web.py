@@ -1,5 +1,6 @@
 """The dashboard: `GET /` and its static files under `/static/`, with no auth (the page asks
-for a token, or takes it from `/#token=...`, and sends it with each API call).
+for a token, or takes it from `/#token=...` (asking first if it holds another user's), and
+sends it in the Authorization header; its event streams get stream tokens of their own).
 
 The files ship inside the package (`scanstream/web/`), are read once, and are served with
 an ETag so a reload costs a 304. No CDN, no build step: the page works offline.

@@ -25,6 +25,7 @@ import orjson
 
 from scanstream.errors import ScanstreamError
 from scanstream.ids import is_scan_id
+from scanstream.redact import redact
 from scanstream.replay import show
 from scanstream.replay.diff import diff
 from scanstream.replay.exchange import export_log, read_export
@@ -138,7 +139,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else ERROR
     except ScanstreamError as exc:
-        print(f"scanstream replay: {exc}", file=sys.stderr)
+        print(f"scanstream replay: {redact(str(exc))}", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt:
         return 130

@@ -10,6 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from scanstream.redact import redact
 from scanstream.replay.changes import MISSING, Change
 from scanstream.replay.diff import OpportunityDiff, ScanDiff
 from scanstream.replay.importing import Imported
@@ -387,7 +388,7 @@ def import_view(imported: Imported, url: str, prefix: str) -> Text:
     return Text.assemble(
         ("imported ", "bold"),
         (imported.scan_id, "bold"),
-        f" ({imported.entries} entries) into {url} prefix {prefix!r}{listed}{ttl}",
+        f" ({imported.entries} entries) into {redact(url)} prefix {prefix!r}{listed}{ttl}",
     )
 
 

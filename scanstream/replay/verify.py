@@ -17,6 +17,7 @@ from scanstream import events as ev
 from scanstream import projection
 from scanstream.errors import ScanNotFound, StoreUnavailable
 from scanstream.events import LogEntry
+from scanstream.redact import redact
 from scanstream.replay.changes import Change, changes, plain
 from scanstream.replay.fence import fence_fields
 from scanstream.replay.source import Log, ReplayError, is_entry_id
@@ -283,6 +284,7 @@ async def fetch_served(
 ) -> tuple[Any, Any]:
     """GET the scan's status and results from the API, as a client would."""
     base = api_url.rstrip("/")
+    shown = redact(base)  # what messages name: never a password in the URL
     headers = {"Authorization": f"Bearer {token}"}
     own = http is None
     http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
@@ -292,9 +294,9 @@ async def fetch_served(
             try:
                 response = await http.get(base + path, headers=headers)
             except httpx.HTTPError as exc:
-                raise StoreUnavailable(f"the API at {base} cannot be reached: {exc}") from exc
+                raise StoreUnavailable(f"the API at {shown} cannot be reached: {exc}") from exc
             if response.status_code == 404:
-                raise ScanNotFound(f"the API at {base} does not know {scan_id} (for this token)")
+                raise ScanNotFound(f"the API at {shown} does not know {scan_id} (for this token)")
             if response.status_code != 200:
                 raise ReplayError(f"GET {path}: HTTP {response.status_code}: {response.text[:200]}")
             answers.append(response.json())

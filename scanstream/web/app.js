@@ -94,14 +94,36 @@ function toast(text, ms = 2600) {
 
 // ---------------------------------------------------------------- token and API
 
+// The long-lived token: sent in the Authorization header only, never in a URL. The event
+// stream, which a browser can only authenticate through its URL, gets a stream token of its
+// own (one scan, a minute) for each connection: see connect().
 let token = localStorage.getItem(TOKEN_KEY) || "";
 
-function userOf(tok) {
+function b64text(part) {
+  const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+  const bin = atob(b64 + "=".repeat((4 - b64.length % 4) % 4));
+  return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+}
+
+// What a token says of itself: its user and expiry (unix s, or null for an old token that
+// never expires). Unverified: only the server's answer to the token makes it true.
+function claimsOf(tok) {
+  const parts = String(tok || "").split(".");
   try {
-    const part = tok.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
-    const bin = atob(part + "=".repeat((4 - part.length % 4) % 4));
-    return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
-  } catch { return null; }
+    if (parts.length === 3) { // a JWT: {"sub", "exp"}
+      const c = JSON.parse(b64text(parts[1]));
+      return { user: typeof c.sub === "string" ? c.sub : null, exp: Number.isInteger(c.exp) ? c.exp : null };
+    }
+    if (parts.length === 2) return { user: b64text(parts[0]), exp: null }; // user.mac
+  } catch { /* not a token we can read */ }
+  return { user: null, exp: null };
+}
+
+function userOf(tok) { return claimsOf(tok).user; }
+
+function useToken(value) {
+  token = value;
+  localStorage.setItem(TOKEN_KEY, value);
 }
 
 class ApiError extends Error {
@@ -217,12 +239,26 @@ async function loadLog(cur) {
   return entries;
 }
 
-function connect(cur) {
-  const q = new URLSearchParams({ access_token: token });
+// Each connection gets a stream token of its own (POST .../stream-token: this scan's events
+// only, for a minute), so the URL never carries the long-lived token. EventSource is never
+// left to reconnect by itself, since it would reuse the URL and its token after it expired:
+// on any error we close it, and connect again, with a new token, after the last event we have.
+async function connect(cur) {
+  setConn("connecting", cur.reconnects ? "reconnecting" : "connecting");
+  let minted;
+  try {
+    minted = await api(`/v1/scans/${cur.id}/stream-token`, { method: "POST" });
+  } catch (err) {
+    if (state.current !== cur || cur.ended || err.status === 401) return; // 401: asked to sign in
+    setConn("offline", "disconnected");
+    retryLater(cur);
+    return;
+  }
+  if (state.current !== cur || cur.ended) return;
+  const q = new URLSearchParams({ access_token: minted.token });
   if (cur.lastId) q.set("after", cur.lastId); // a new EventSource sends no Last-Event-ID
   const es = new EventSource(`/v1/scans/${cur.id}/events?${q}`);
   cur.es = es;
-  setConn("connecting", cur.reconnects ? "reconnecting" : "connecting");
   es.onopen = () => {
     if (state.current !== cur) return;
     cur.retryDelay = 1000;
@@ -230,23 +266,24 @@ function connect(cur) {
     if (cur.reconnects) refreshStatus(cur); // after a reconnect, check we are where the server is
   };
   es.onerror = () => {
-    if (state.current !== cur || cur.ended) return;
+    if (state.current !== cur || cur.ended || cur.es !== es) return;
     cur.reconnects += 1;
-    if (es.readyState === EventSource.CONNECTING) { // the browser retries by itself
-      setConn("reconnecting", "reconnecting");
-      return;
-    }
-    // Closed for good (a 4xx/5xx or a 204): find out why, then retry ourselves.
     es.close();
-    setConn("offline", "disconnected");
-    refreshStatus(cur).then((status) => {
+    cur.es = null;
+    setConn("reconnecting", "reconnecting");
+    refreshStatus(cur).then((status) => { // the scan may have ended meanwhile (or a 204 said so)
       if (state.current !== cur || cur.ended) return;
       if (status && TERMINAL_SCAN.has(status.state)) { loadRest(cur); return; }
-      cur.retryTimer = setTimeout(() => connect(cur), cur.retryDelay);
-      cur.retryDelay = Math.min(cur.retryDelay * 2, 15000);
+      retryLater(cur);
     });
   };
   for (const type of EVENT_TYPES) es.addEventListener(type, (msg) => onMessage(cur, msg));
+}
+
+function retryLater(cur) {
+  clearTimeout(cur.retryTimer);
+  cur.retryTimer = setTimeout(() => connect(cur), cur.retryDelay);
+  cur.retryDelay = Math.min(cur.retryDelay * 2, 15000);
 }
 
 function onMessage(cur, msg) {
@@ -807,6 +844,7 @@ async function cancelScan() {
 function showGate(message) {
   closeStream();
   $("app").hidden = true;
+  $("switch-gate").hidden = true;
   $("token-gate").hidden = false;
   $("whoami").hidden = true;
   $("signout").hidden = true;
@@ -816,10 +854,13 @@ function showGate(message) {
 }
 
 async function enter() {
-  const user = userOf(token);
+  const { user, exp } = claimsOf(token);
   $("token-gate").hidden = true;
+  $("switch-gate").hidden = true;
   $("app").hidden = false;
   $("whoami").replaceChildren("signed in as ", h("b", { text: user || "?" }));
+  $("whoami").title = exp ? `The token is good until ${new Date(exp * 1000).toLocaleString()}.`
+    : "The token does not expire.";
   $("whoami").hidden = false;
   $("signout").hidden = false;
   try {
@@ -850,20 +891,68 @@ function applyTheme(theme) {
   else delete document.documentElement.dataset.theme;
 }
 
+// ---------------------------------------------------------------- sign-in links
+// `/#token=X` (what `scanstream dev` prints) signs this browser in. It never replaces a token
+// already stored here without asking, showing whose account the link is for: otherwise a link
+// from someone else would silently sign you into their account, and what you then do there
+// (scans, params) is theirs to read.
+
+function takeLinkToken() { // the link's token, taken out of the address bar at once
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  try { return decodeURIComponent(m[1]).trim() || null; } catch { return null; }
+}
+
+async function tokenRefusal(tok) { // null if the server takes the token, else why not
+  try {
+    const response = await fetch("/v1/strategies", { headers: { Authorization: `Bearer ${tok}` } });
+    if (response.ok) return null;
+    const body = await response.json().catch(() => null);
+    return body?.detail || `HTTP ${response.status}`;
+  } catch {
+    return "the server cannot be reached";
+  }
+}
+
+function askSwitch(linked) { // resolves true when the user chooses the link's account
+  const now = userOf(token) || "?", next = userOf(linked) || "?", { exp } = claimsOf(linked);
+  closeStream();
+  $("app").hidden = true;
+  $("token-gate").hidden = true;
+  for (const id of ["switch-new", "switch-accept-name"]) $(id).textContent = next;
+  for (const id of ["switch-old", "switch-stay-name"]) $(id).textContent = now;
+  $("switch-expiry").textContent = exp ? ` (good until ${new Date(exp * 1000).toLocaleString()})` : "";
+  $("switch-gate").hidden = false;
+  $("switch-stay").focus(); // Enter keeps the account you had
+  return new Promise((resolve) => {
+    $("switch-stay").onclick = () => resolve(false);
+    $("switch-accept").onclick = () => resolve(true);
+  });
+}
+
+async function offerLinkToken(linked) {
+  if (!token || linked === token) { useToken(linked); enter(); return; }
+  const refused = await tokenRefusal(linked);
+  if (refused) {
+    enter();
+    toast(`The link's token was not used (${refused}). You are still signed in as ${userOf(token) || "?"}.`, 10000);
+    return;
+  }
+  // Checked: the link's token is good, so the user it names is its user.
+  const next = userOf(linked);
+  if ((next && next === userOf(token)) || await askSwitch(linked)) useToken(linked);
+  enter();
+}
+
 function init() {
   applyTheme(localStorage.getItem(THEME_KEY));
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (m) { // take the token out of the address bar at once
-    token = decodeURIComponent(m[1]);
-    localStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
+  const linked = takeLinkToken();
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const value = $("token-input").value.trim();
     if (!value) return;
-    token = value;
-    localStorage.setItem(TOKEN_KEY, token);
+    useToken(value);
     enter();
   });
   $("signout").addEventListener("click", () => {
@@ -921,10 +1010,14 @@ function init() {
     });
   }
   window.addEventListener("hashchange", () => {
+    const again = takeLinkToken(); // a sign-in link opened in this very tab
+    if (again) { offerLinkToken(again); return; }
     const s = /#scan=(scan_[0-9a-f]{32})/.exec(location.hash);
     if (s && s[1] !== state.current?.id && token) openScan(s[1], { push: false });
   });
-  if (token) enter(); else showGate();
+  if (linked) offerLinkToken(linked);
+  else if (token) enter();
+  else showGate();
 }
 
 document.addEventListener("DOMContentLoaded", init);
