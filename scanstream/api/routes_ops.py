@@ -41,7 +41,7 @@ async def metrics(request: Request) -> Response:
 
 
 def _check_metrics_token(request: Request, expected: str) -> None:
-    token = bearer_of(request)
+    token, _ = bearer_of(request)
     if token is None:
         raise Unauthorized(
             "/metrics needs the metrics token: send 'Authorization: Bearer <token>'."
