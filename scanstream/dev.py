@@ -145,6 +145,7 @@ class _Dev:
         from consumers.worker import Worker
         from scanstream.api.app import create_app
         from scanstream.api.auth import make_token
+        from scanstream.api.serving import uvicorn_options
         from scanstream.market import market_for, parse_params
         from scanstream.strategies.registry import load_strategies
 
@@ -159,6 +160,7 @@ class _Dev:
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
+                **uvicorn_options(settings),  # served as `scanstream api` serves
             )
         )
         self.workers = [
