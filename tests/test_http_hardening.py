@@ -4,6 +4,7 @@ contract's JSON error, and the server keeps answering everyone else."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -128,6 +129,7 @@ def test_huge_headers_do_not_grow_the_api_process(settings: Settings, tmp_path: 
     for answer in answers:
         assert isinstance(answer, RawAnswer)
         assert_json_error(answer, 431, "request_header_too_large")
+    print(f"RSS {before:.1f} MiB before, {grown:+.1f} MiB after 8 x 8 MiB headers")
     assert grown < 16, f"the API grew by {grown:.1f} MiB"
 
 
@@ -191,6 +193,24 @@ def test_a_kept_alive_connection_that_stalls_its_next_request_is_408(api: str) -
         time.sleep(STALL_TIMEOUT_S * 1.5)  # idle between requests: the keep-alive's 5 s rule
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
         assert_json_error(parse(read_until_closed(sock, 10)), 408, "request_timeout")
+
+
+def test_blank_lines_do_not_keep_an_idle_connection_open(limited: Settings) -> None:
+    """Bytes that start no request (blank lines) do not reset the keep-alive timeout."""
+    short = limited.with_(keepalive_timeout_s=1)
+    with serve(create_app(short), settings=short) as url, connect(url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        with pytest.raises(OSError):
+            for _ in range(20):
+                sock.sendall(b"\r\n")
+                time.sleep(0.2)
+                sock.settimeout(0.01)
+                with contextlib.suppress(TimeoutError):
+                    if sock.recv(1) == b"":
+                        raise ConnectionResetError("closed")
+        assert time.monotonic() - t0 < 2.5
 
 
 def test_a_slow_but_steady_body_is_still_cut_off(api: str) -> None:

@@ -18,17 +18,17 @@ sending side shut, and what the client still sends is read and dropped for up to
 `LINGER_S` before the socket closes. Closing with unread input would reset the
 connection, and a reset can destroy the answer before the client reads it.
 
-uvicorn serves with this class through `scanstream.api.serving`. It overrides the hooks of
-`HttpToolsProtocol` that uvicorn's own httptools tests cover (data_received, the parser
-callbacks, connection_made/lost); tests/test_http_hardening.py checks each behaviour over
-a real socket, so an uvicorn release that moves them fails there, not in production.
+uvicorn serves with this class through `scanstream.api.serving`. It overrides
+data_received, connection_made/lost and three per-request callbacks of uvicorn's
+`HttpToolsProtocol`, and reads its state (cycle, scope, pipeline, flow):
+tests/test_http_hardening.py checks each behaviour over a real socket, so an uvicorn
+release that changes them fails there, not in production.
 """
 
 from __future__ import annotations
 
 import asyncio
 import http
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +39,6 @@ from uvicorn.server import ServerState
 
 from scanstream.api.errors import RETRY_AFTER_S, error_body
 from scanstream.settings import Settings
-
-log = logging.getLogger("scanstream.api")
 
 # Seconds a refused connection keeps draining the client's input before it closes.
 LINGER_S = 2.0
@@ -102,11 +100,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
-        self._in_head = True  # between a request's first byte (or none yet) and its headers' end
-        self._head_room = limits.max_header_bytes  # raw bytes the current head may still take
-        self._head_size = 0  # the head as the parser reports it (covers pipelined requests)
-        self._head_started = False  # the parser has begun a request it has not finished
-        self._begun = self._heads = 0  # requests the parser began; whose headers ended
+        self._max_head = limits.max_header_bytes
+        self._in_head = True  # no request, or one whose headers have not all come
+        self._head_room = self._max_head  # bytes the current head may still take
+        # A head that began inside a read (after a pipelined request that ended in it) was
+        # not counted in data_received: on_headers_complete measures it instead.
+        self._uncounted = False
+        # uvicorn makes a new scope at each request's first byte: the scope of the last
+        # request whose headers ended tells whether another has begun since.
+        self._scope_done: Any = None
+        self._heads = 0  # requests whose headers ended
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False  # answered by the protocol itself: input is dropped
         self._deferred: bytes | None = None  # that answer, once the one being sent is out
@@ -129,40 +132,31 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     # -- reading -----------------------------------------------------------------------
+    # The hot path: one call per read, one per request in on_headers_complete,
+    # on_message_complete and on_response_complete; no timer for a request that comes
+    # whole in one read. (Overriding the per-header callbacks cost more than the rest.)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering after our answer: drop what still comes
-        begun = self._begun
-        if self._in_head and len(data) > self._head_room:
-            # Feed only what the head may still take: if it has not ended there, it is
-            # refused, and the rest (maybe megabytes) is never buffered.
-            room, heads = self._head_room, self._heads
-            if not self._feed(data[:room]):
-                return
-            if self._heads == heads:
-                self._too_large()
-                return
-            data = data[room:]
-        elif self._in_head:
-            self._head_room -= len(data)
-        if not self._feed(data):
-            return
-        if self._begun == begun and self._in_head and not self._head_started:
-            return  # only blank lines between requests: the keep-alive timer still runs
-        self._unset_keepalive_if_required()
-        if self._timer is None:  # timers only for requests that do not come in one read
-            if self._in_head and self._head_started:
-                self._arm(self.limits.header_timeout_s, self._header_timeout)
+        scope, rest, heads = self.scope, b"", self._heads
+        if self._in_head:
+            if scope is self._scope_done:
+                self._uncounted = False  # a head starts with this read: counted from here
+            room = self._head_room
+            if len(data) > room:
+                # Feed only what the head may still take: if it has not ended there, it
+                # is refused, and the rest (maybe megabytes) is never buffered.
+                data, rest = data[:room], data[room:]
             else:
-                self._watch_body()
-
-    def _feed(self, data: bytes) -> bool:
-        """Parse `data`; False when the connection was answered and is closing."""
-        if not data:
-            return True
+                self._head_room = room - len(data)
         try:
             self.parser.feed_data(data)
+            if rest:
+                if self._heads == heads:
+                    self._too_large()
+                    return
+                self.parser.feed_data(rest)
         except httptools.HttpParserUpgrade:
             # No WebSocket or h2c here: the request is answered as plain HTTP/1.1, and the
             # connection closes after it (the parser reads nothing past an upgrade).
@@ -172,13 +166,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._too_large()
             else:
-                self._refuse(
-                    400,
-                    "invalid_request",
-                    f"The request is not valid HTTP/1.1 ({exc or 'malformed'}).",
-                )
-            return False
-        return not self._refused
+                detail = f"The request is not valid HTTP/1.1 ({exc or 'malformed'})."
+                self._refuse(400, "invalid_request", detail)
+            return
+        if self.scope is scope and self._in_head and scope is self._scope_done:
+            return  # no request begun: blank lines between requests; keep-alive still runs
+        self._unset_keepalive_if_required()
+        if self._timer is None:  # timers only for requests that do not come in one read
+            if not self._in_head:
+                self._watch_body()
+            elif self.scope is not self._scope_done:
+                self._arm(self.limits.header_timeout_s, self._header_timeout)
 
     def _watch_body(self) -> None:
         """Time the body of the request being served, while it has not all come. (A
@@ -197,46 +195,33 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # -- parser callbacks --------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_size, self._head_started = 0, True
-        self._begun += 1
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        if self._uncounted:
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > self._max_head:
+                raise _HeadTooLarge  # httptools stops and raises it from feed_data
         self._in_head = False
+        self._scope_done = self.scope
         self._heads += 1
-        self._disarm()
-        super().on_headers_complete()
+        if self._timer is not None:
+            self._disarm()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._disarm()
-        self._in_head, self._head_started = True, False
-        self._head_room = self.limits.max_header_bytes  # the next request's
+        HttpToolsProtocol.on_message_complete(self)
+        if self._timer is not None:
+            self._disarm()
+        self._in_head = self._uncounted = True  # the rest of this read is not counted
+        self._head_room = self._max_head  # the next request's
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # starts the next pipelined request, if any
+        HttpToolsProtocol.on_response_complete(self)  # starts a pipelined request, if any
         if self._deferred is not None:
             if self.cycle.response_complete and not self.pipeline:
                 answer, self._deferred = self._deferred, None
                 self._answer_and_close(answer)
-        elif not self._refused:
+        elif not self._in_head and not self._refused:
             self._watch_body()  # a pipelined request now being served
-
-    def _count(self, size: int) -> None:
-        # A pipelined request that came in the same read as the one before it was not
-        # counted in data_received: the parser's own figures bound it.
-        self._head_size += size
-        if self._head_size > self.limits.max_header_bytes:
-            raise _HeadTooLarge
 
     # -- timeouts ----------------------------------------------------------------------
 
@@ -251,7 +236,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _header_timeout(self) -> None:
         self._timer = None
-        if not self._head_started:
+        if self.scope is self._scope_done:
             self.transport.close()  # not a byte of a request: nobody to answer
         else:
             self._refuse(
@@ -280,10 +265,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             f"The request line and headers are over the limit of "
             f"{self.limits.max_header_bytes} bytes.",
         )
-
-    def send_400_response(self, msg: str) -> None:
-        # uvicorn's own malformed-request answer, in the contract's shape.
-        self._refuse(400, "invalid_request", f"The request is not valid HTTP/1.1 ({msg}).")
 
     def _refuse(self, status: int, code: str, detail: str) -> None:
         """Answer and close (lingering). Behind an answer still being sent, after it:
