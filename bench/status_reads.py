@@ -314,6 +314,8 @@ WHAT_IF: dict[str, list[str]] = {
     "single XRANGE": ["--single-xrange-status"],
     "no metrics middleware": ["--no-metrics-middleware"],
     "all three": ["--single-xrange-status", "--no-metrics-middleware", "--status-route-first"],
+    # The price of issue 10's HTTP limits: the same API on uvicorn's own protocol.
+    "plain uvicorn protocol (no HTTP limits)": ["--plain-http"],
 }
 
 

@@ -3,7 +3,7 @@
     python -m bench.variant [--socket-timeout S] [--health-check-interval S]
                             [--rebuild-per-request] [--log-level LEVEL]
                             [--single-xrange-status] [--no-metrics-middleware]
-                            [--status-route-first] -- api|worker ...
+                            [--status-route-first] [--plain-http] -- api|worker ...
 
 It lets the benchmarks measure alternatives without editing scanstream:
 - `--socket-timeout S` / `--health-check-interval S`: every client that
@@ -16,7 +16,9 @@ It lets the benchmarks measure alternatives without editing scanstream:
 - `--isolation MODE`: the worker runs strategies `thread` (as shipped), `process` or
   `inline` (on its own loop, as before issue 8);
 - `--legacy-client`: the Redis client as before issue 8 (a pool that fails when full,
-  redis-py's default ten retries), to price the single re-send and the waiting pool.
+  redis-py's default ten retries), to price the single re-send and the waiting pool;
+- `--plain-http`: the API served by uvicorn's own httptools protocol, as before issue 10's
+  HTTP limits (no header limit, read timeouts or connection cap), to price them.
 
 What-if patches of the status path (`python -m bench --explore`), each a change the
 benchmarks suggest, measured before anyone makes it:
@@ -152,6 +154,15 @@ def _patch_legacy_client() -> None:
     connection.client = client  # type: ignore[assignment]
 
 
+def _patch_plain_http() -> None:
+    from scanstream.api import serving
+
+    def uvicorn_options(settings: Any) -> dict[str, Any]:
+        return {"http": "httptools"}  # what `scanstream api` passed before
+
+    serving.uvicorn_options = uvicorn_options  # `scanstream api` imports it at call time
+
+
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         raise SystemExit("usage: python -m bench.variant [patches] -- api|worker ...")
@@ -171,6 +182,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--status-route-first", action="store_true")
     p.add_argument("--isolation", choices=("thread", "process", "inline"), default=None)
     p.add_argument("--legacy-client", action="store_true")
+    p.add_argument("--plain-http", action="store_true")
     args = p.parse_args(argv[:split])
     if args.isolation:
         os.environ["SCANSTREAM_ISOLATION"] = args.isolation
@@ -188,6 +200,8 @@ def main(argv: list[str]) -> int:
         _patch_no_metrics()
     if args.status_route_first:
         _patch_route_first()
+    if args.plain_http:
+        _patch_plain_http()
     from scanstream.cli import main as scanstream_main
 
     return scanstream_main(argv[split + 1 :])

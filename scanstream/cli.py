@@ -196,6 +196,7 @@ def _ttl(raw: str, most: int) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from scanstream.api.serving import fit_open_files, uvicorn_options
     from scanstream.errors import ConfigError
     from scanstream.settings import Settings
 
@@ -204,6 +205,7 @@ def _api(args: argparse.Namespace) -> int:
         raise ConfigError("SCANSTREAM_SECRET is not set: the API refuses to start without it")
     if not settings.redis_url:
         raise ConfigError("SCANSTREAM_REDIS_URL is not set (only `scanstream dev` embeds a Redis)")
+    fit_open_files(settings)
     uvicorn.run(
         "scanstream.api.app:app_from_env",
         factory=True,
@@ -211,10 +213,11 @@ def _api(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # httptools with the header, timeout and connection limits (scanstream.api.protocol)
+        **uvicorn_options(settings),
     )
     return 0
 

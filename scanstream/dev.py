@@ -146,6 +146,7 @@ class _Dev:
         from consumers.worker import Worker
         from scanstream.api.app import create_app
         from scanstream.api.auth import issue
+        from scanstream.api.serving import uvicorn_options
         from scanstream.market import load_market
         from scanstream.strategies.registry import load_strategies
 
@@ -160,6 +161,7 @@ class _Dev:
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
+                **uvicorn_options(settings),  # served as `scanstream api` serves
             )
         )
         self.workers = [

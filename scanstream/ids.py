@@ -6,9 +6,16 @@ import os
 import re
 import time
 
-SCAN_ID_RE = re.compile(r"scan_[0-9a-f]{32}")
+# The patterns the API enforces on what clients send; /openapi.json states these very ones.
+SCAN_ID_PATTERN = r"scan_[0-9a-f]{32}"
+# An entry id sent back to resume (`after`, `Last-Event-ID`): whole numbers of at most 19
+# digits, without leading zeros, so every one that passes fits Redis's 64-bit parts.
+ENTRY_ID_PATTERN = r"(?:0|[1-9][0-9]{0,18})-(?:0|[1-9][0-9]{0,18})"
+
+SCAN_ID_RE = re.compile(SCAN_ID_PATTERN)
 USER_ID_RE = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
-STREAM_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")  # a Redis stream entry id
+ENTRY_ID_RE = re.compile(ENTRY_ID_PATTERN)
+STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # any Redis stream entry id
 
 
 def uuid7_hex(now_ms: int | None = None) -> str:
@@ -42,6 +49,11 @@ def is_user_id(value: str) -> bool:
 
 def is_stream_id(value: str) -> bool:
     return STREAM_ID_RE.fullmatch(value) is not None
+
+
+def is_entry_id(value: str) -> bool:
+    """An id a client may resume after (see ENTRY_ID_PATTERN)."""
+    return ENTRY_ID_RE.fullmatch(value) is not None
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:

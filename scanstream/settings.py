@@ -85,6 +85,11 @@ def _metrics_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
+def _above_zero(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be above 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None  # None: the embedded Redis (dev only)
@@ -147,6 +152,19 @@ class Settings:
     # process isolation: each strategy process's address-space cap in MiB (0: none).
     strategy_max_memory_mb: int = 0
     max_body_bytes: int = 64 * 1024
+    # HTTP hardening (scanstream/api/protocol.py), per API process. The request line and
+    # headers of one request, in bytes: past it 431, before they are all read.
+    max_header_bytes: int = 16 * 1024
+    # Seconds a request's headers may take (from the connection's start, or a kept-alive
+    # request's first byte), then its body (after the headers): past either, 408 and the
+    # connection is closed, so stalled clients cannot hold connections open.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 20.0
+    # Open HTTP connections one API process keeps; a connection past it is answered 503
+    # server_busy at once. Above SSE_MAX + WAIT_MAX, so those caps answer first.
+    max_connections: int = 10_000
+    # Seconds an idle kept-alive connection stays open between requests.
+    keepalive_timeout_s: int = 5
     log_format: str = "text"  # or "json"
     data_dir: str = ".scanstream"  # embedded Redis data (AOF) lives here
     sse_heartbeat_s: float = 15.0
@@ -203,6 +221,19 @@ class Settings:
         if durable_replicas < 0:
             raise ConfigError("SCANSTREAM_DURABLE_REPLICAS must be 0 or more")
         secrets = _secrets(env)
+        max_header_bytes = _int(env, "SCANSTREAM_MAX_HEADER_BYTES", 16 * 1024)
+        header_timeout_s = _float(env, "SCANSTREAM_HEADER_TIMEOUT", 10.0)
+        body_timeout_s = _float(env, "SCANSTREAM_BODY_TIMEOUT", 20.0)
+        max_connections = _int(env, "SCANSTREAM_MAX_CONNECTIONS", 10_000)
+        keepalive_timeout_s = _int(env, "SCANSTREAM_KEEPALIVE_TIMEOUT", 5)
+        for name, value in (
+            ("SCANSTREAM_MAX_HEADER_BYTES", max_header_bytes),
+            ("SCANSTREAM_HEADER_TIMEOUT", header_timeout_s),
+            ("SCANSTREAM_BODY_TIMEOUT", body_timeout_s),
+            ("SCANSTREAM_MAX_CONNECTIONS", max_connections),
+            ("SCANSTREAM_KEEPALIVE_TIMEOUT", keepalive_timeout_s),
+        ):
+            _above_zero(name, value)  # these protections cannot be turned off
         return cls(
             redis_url=url,
             redis_cluster=_flag(env, "SCANSTREAM_REDIS_CLUSTER"),
@@ -245,6 +276,11 @@ class Settings:
             wait_max=_int(env, "SCANSTREAM_WAIT_MAX", 5000),
             csv=CsvSettings.from_env(env),
             metrics_token=_metrics_token(env),
+            max_header_bytes=max_header_bytes,
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+            keepalive_timeout_s=keepalive_timeout_s,
         )
 
     @property

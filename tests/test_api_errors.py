@@ -247,8 +247,6 @@ async def test_lying_content_length_is_refused_before_the_body(api: str) -> None
         ("/results", {"wait": "61"}, "wait"),
         ("/results", {"wait": "soon"}, "wait"),
         ("/results", {"wait": "nan"}, "wait"),
-        ("/log", {"after": "abc"}, "after"),
-        ("/log", {"after": "1-2-3"}, "after"),
         ("/log", {"limit": "0"}, "limit"),
         ("/log", {"limit": "1001"}, "limit"),
         ("/log", {"limit": "ten"}, "limit"),
@@ -264,7 +262,44 @@ async def test_bad_query_parameters_are_422(
 
 
 @pytest.mark.parametrize(
-    "params", [{"limit": "0"}, {"limit": "101"}, {"cursor": "page-2"}, {"cursor": "scan_../../x"}]
+    "after",
+    [
+        "0-18446744073709551616",  # past Redis's 64-bit parts: was a 500
+        "18446744073709551616-0",
+        "99999999999999999999-0",
+        "01-0",
+        "",
+        "abc",
+        "1-2-3",
+        "\u0661-0",  # a digit, but not an ASCII one
+        " 1-0",
+    ],
+)
+async def test_log_after_that_is_not_an_entry_id_is_400_as_on_the_event_stream(
+    client: httpx.AsyncClient, after: str
+) -> None:
+    """`/log?after=` is checked as the event stream checks its resume id: anything but an
+    entry id (the empty string, numbers past 19 digits) is 400 naming `after`, on both."""
+    sid = await create(client)
+    for suffix in ("/log", "/events"):
+        response = await client.get(f"/v1/scans/{sid}{suffix}", params={"after": after})
+        detail = assert_error(response, 400, "invalid_request")["detail"]
+        assert detail.startswith("after"), detail
+    assert (await client.get(f"/v1/scans/{sid}/log", params={"after": "0-0"})).status_code == 200
+    biggest = "9999999999999999999-9999999999999999999"
+    page = await client.get(f"/v1/scans/{sid}/log", params={"after": biggest})
+    assert page.status_code == 200 and page.json() == {"events": [], "next": None}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "101"},
+        {"cursor": "page-2"},
+        {"cursor": "scan_../../x"},
+        {"cursor": ""},
+    ],
 )
 async def test_bad_list_parameters_are_422(
     client: httpx.AsyncClient, params: dict[str, str]

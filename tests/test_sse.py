@@ -178,13 +178,21 @@ async def test_a_disconnect_releases_the_subscriber_within_a_second(
     assert took < 1.0
 
 
-@pytest.mark.parametrize("resume", ["abc", "1-", "-1-0", "1.5-0", "99999999999999999999-0"])
+@pytest.mark.parametrize(
+    "resume", ["abc", "1-", "-1-0", "1.5-0", "99999999999999999999-0", "0-18446744073709551616", ""]
+)
 async def test_a_malformed_resume_id_is_400(api: httpx.AsyncClient, resume: str) -> None:
-    """A Last-Event-ID or ?after= that is not an entry id is a 400 invalid_request."""
+    """A Last-Event-ID or ?after= that is not an entry id (empty included) is a 400
+    invalid_request; a malformed ?after= is one even when a good Last-Event-ID wins."""
     scan_id = await create_scan(api, ["noop"])
     by_header = await api.get(events_url(scan_id), headers={**bearer(), "Last-Event-ID": resume})
     by_query = await api.get(events_url(scan_id), params={"after": resume}, headers=bearer())
-    for r in (by_header, by_query):
+    both = await api.get(
+        events_url(scan_id),
+        params={"after": resume},
+        headers={**bearer(), "Last-Event-ID": "0-0"},
+    )
+    for r in (by_header, by_query, both):
         assert r.status_code == 400
         assert r.json()["error"] == "invalid_request" and r.json()["detail"]
 

@@ -148,6 +148,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
     )
     app.state.metrics = metrics
     app.state.live = live
+    app.state.strategy_names = tuple(strategies)  # /openapi.json's enum of them
     return app
 
 

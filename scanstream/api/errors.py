@@ -35,11 +35,17 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 _encode = msgspec.json.Encoder().encode
 
 
+def error_body(code: str, detail: str) -> bytes:
+    """The JSON of every error answer, the app's and the HTTP server's own
+    (`scanstream.api.protocol`) alike."""
+    return _encode(ErrorBody(error=code, detail=detail))
+
+
 def error_response(
     status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(
-        _encode(ErrorBody(error=code, detail=detail)),
+        error_body(code, detail),
         status_code=status,
         headers=dict(headers or {}),
         media_type="application/json",

@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from scanstream.api.errors import BadRequest, PayloadTooLarge
 from scanstream.errors import InvalidRequest
-from scanstream.ids import is_stream_id
+from scanstream.ids import is_entry_id
 
-IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,200}")
+IDEMPOTENCY_KEY_PATTERN = r"[\x20-\x7e]{1,200}"  # /openapi.json states this one
+IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -70,12 +71,17 @@ def wait_param(request: Request, name: str, hi: float) -> float | None:
     return value
 
 
-def stream_id_param(request: Request, name: str) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+def entry_id(raw: str | None, name: str) -> str | None:
+    """A log entry id the client sends to resume after (`?after=`, `Last-Event-ID`), or
+    None when absent. Anything else, the empty string included, is a 400: `/log` and the
+    event stream check it alike."""
+    if raw is None:
         return None
-    if not is_stream_id(raw):
-        raise InvalidRequest(f"{name}: must be a log entry id like 1700000000000-0", field=name)
+    if not is_entry_id(raw):
+        raise BadRequest(
+            f"{name}: {raw[:40]!r} is not an event id; ids look like 1700000000000-0 "
+            "(use 0-0 to start from the beginning)."
+        )
     return raw
 
 

@@ -1,8 +1,12 @@
-"""The OpenAPI 3.1 document, built from the same msgspec Structs the API encodes."""
+"""The OpenAPI 3.2 document, built from the same msgspec Structs the API encodes, and
+from the same patterns and limits the server enforces (scanstream.ids, Settings), so that
+a request the document calls valid is one the server takes. (3.2 for `itemSchema`: each
+Server-Sent Event described as an object, its `data` as JSON.)"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, get_args
 
 import msgspec
@@ -18,10 +22,14 @@ from scanstream.api.bodies import (
     StreamToken,
 )
 from scanstream.api.errors import ErrorBody
+from scanstream.api.inputs import IDEMPOTENCY_KEY_PATTERN
+from scanstream.ids import ENTRY_ID_PATTERN, SCAN_ID_PATTERN
+from scanstream.live.sse import SAFE_EVENT_NAME
 from scanstream.projection import ScanState, StrategyState
 from scanstream.render import ScanResults, ScanStatus
 
 REF = "#/components/schemas/{name}"
+RESPONSE_REF = "#/components/responses/{name}"
 EVENT_CLASSES = list(ev.CLASS_OF.values())
 
 
@@ -40,8 +48,39 @@ def _json(name: str, description: str, headers: dict[str, Any] | None = None) ->
 
 
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+# What the HTTP server itself may answer to any request, before the app sees it
+# (scanstream/api/protocol.py): the same error body, then the connection closes.
+SERVER_ANSWERS: dict[str, dict[str, Any]] = {
+    "BadHttp": _json(
+        "ErrorBody", "`invalid_request`: the request is not valid HTTP/1.1 (the server's answer)."
+    ),
+    "RequestTimeout": _json(
+        "ErrorBody",
+        "`request_timeout`: the headers (`SCANSTREAM_HEADER_TIMEOUT`, default 10 s) or the "
+        "body (`SCANSTREAM_BODY_TIMEOUT`, default 20 s) took too long to arrive.",
+    ),
+    "RequestHeaderTooLarge": _json(
+        "ErrorBody",
+        "`request_header_too_large`: the request line and headers are over "
+        "`SCANSTREAM_MAX_HEADER_BYTES` (default 16 KiB).",
+    ),
+    "ServerBusy": _json(
+        "ErrorBody",
+        "`server_busy`: the process has `SCANSTREAM_MAX_CONNECTIONS` connections open "
+        "(default 10000).",
+        _RETRY_AFTER,
+    ),
+    "MethodNotAllowed": _json(
+        "ErrorBody",
+        "`method_not_allowed`: a path this document lists, with a method it does not list "
+        "for it (any path answers so).",
+        {"Allow": {"schema": {"type": "string"}, "description": "The methods it takes."}},
+    ),
+}
 ERRORS: dict[str, dict[str, Any]] = {
-    "400": _json("ErrorBody", "`invalid_request`: the body is not JSON."),
+    "400": _json(
+        "ErrorBody", "`invalid_request`: the body is not JSON, or the request not HTTP/1.1."
+    ),
     "401": _json(
         "ErrorBody",
         "`unauthorized`: missing, invalid or expired bearer token (the detail says "
@@ -54,14 +93,33 @@ ERRORS: dict[str, dict[str, Any]] = {
         "scan: the same answer for each.",
     ),
     "409": _json("ErrorBody", "`conflict`: the scan has already ended."),
-    "413": _json("ErrorBody", "`payload_too_large`: the body is over 64 KiB."),
+    "413": _json(
+        "ErrorBody", "`payload_too_large`: the body is over `SCANSTREAM_MAX_BODY` (default 64 KiB)."
+    ),
     "422": _json("ErrorBody", "`invalid_request`: the detail names the offending field."),
-    "503": _json("ErrorBody", "`store_unavailable`: Redis cannot be reached.", _RETRY_AFTER),
+    "503": _json(
+        "ErrorBody",
+        "`store_unavailable`: Redis cannot be reached; or `server_busy`: too many connections.",
+        _RETRY_AFTER,
+    ),
 }
 
 
 def _errors(*codes: str) -> dict[str, Any]:
     return {code: ERRORS[code] for code in codes}
+
+
+def _server_answers(responses: dict[str, Any]) -> dict[str, Any]:
+    """`responses` plus what the HTTP server answers to any request (where the operation
+    does not describe that status already)."""
+    for status, name in (
+        ("400", "BadHttp"),
+        ("408", "RequestTimeout"),
+        ("431", "RequestHeaderTooLarge"),
+        ("503", "ServerBusy"),
+    ):
+        responses.setdefault(status, {"$ref": RESPONSE_REF.format(name=name)})
+    return responses
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -78,13 +136,19 @@ def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
     return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
 
 
+SCAN_ID_SCHEMA = {"type": "string", "pattern": f"^{SCAN_ID_PATTERN}$"}
 SCAN_ID = {
     "name": "scan_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": r"^scan_[0-9a-f]{32}$"},
+    "schema": SCAN_ID_SCHEMA,
+    "description": "Anything else here is the unknown scan's `404`.",
 }
-STREAM_ID = {"type": "string", "pattern": r"^\d+-\d+$"}
+ENTRY_ID = {
+    "type": "string",
+    "pattern": f"^{ENTRY_ID_PATTERN}$",
+    "description": "A log entry id, as the log and the stream send them; `0-0` is the start.",
+}
 
 
 def _paths() -> dict[str, Any]:
@@ -98,7 +162,7 @@ def _paths() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_PATTERN}$"},
                         "description": "The same key from the same user gives the same scan.",
                     }
                 ],
@@ -119,7 +183,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "The caller's scans, newest first",
                 "parameters": [
                     _query("limit", _int(1, 100, 20), "Page size."),
-                    _query("cursor", {"type": "string"}, "The `next` of the previous page."),
+                    _query("cursor", SCAN_ID_SCHEMA, "The `next` of the previous page."),
                 ],
                 "responses": {
                     "200": _json("ScanList", "A page of statuses."),
@@ -172,9 +236,14 @@ def _paths() -> dict[str, Any]:
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
-                        "schema": STREAM_ID,
+                        "schema": ENTRY_ID,
                     },
-                    _query("after", STREAM_ID, "Resume after this entry id."),
+                    _query(
+                        "after",
+                        ENTRY_ID,
+                        "Resume after this entry id (checked even "
+                        "when `Last-Event-ID` is sent, which wins).",
+                    ),
                     _query(
                         "access_token",
                         {"type": "string"},
@@ -185,13 +254,9 @@ def _paths() -> dict[str, Any]:
                 "security": [{"bearer": []}, {"accessToken": []}],
                 "responses": {
                     "200": {
-                        "description": "An event stream.",
-                        "content": {
-                            "text/event-stream": {
-                                "schema": {"type": "string"},
-                                "x-message-data": _ref("SseData"),
-                            }
-                        },
+                        "description": "An event stream: one message per log entry, in "
+                        "stream order; comment lines between them keep it alive.",
+                        "content": {"text/event-stream": {"itemSchema": _ref("SseMessage")}},
                     },
                     "204": {
                         "description": "Resumed after the terminal event: nothing more will "
@@ -230,13 +295,14 @@ def _paths() -> dict[str, Any]:
                 "summary": "The raw log, paged",
                 "parameters": [
                     SCAN_ID,
-                    _query("after", STREAM_ID, "Entries after this id."),
+                    _query("after", ENTRY_ID, "Entries after this id."),
                     _query("limit", _int(1, 1000, 100), "Page size."),
                 ],
                 "responses": {
                     "200": _json(
                         "LogPage", "Entries in stream order; `next` is set while more follow."
                     ),
+                    "400": _json("ErrorBody", "`invalid_request`: `after` is not an entry id."),
                     **_errors("401", "404", "422", "503"),
                 },
             }
@@ -316,7 +382,9 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def build() -> dict[str, Any]:
+def build(strategies: Sequence[str] = ()) -> dict[str, Any]:
+    """The document; `strategies` are the names this server runs (the enum of a scan's
+    `strategies`)."""
     types: list[Any] = [
         ScanStatus,
         ScanResults,
@@ -333,6 +401,19 @@ def build() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(types, ref_template=REF)
     schemas["ScanStatus"]["properties"]["state"]["enum"] = list(get_args(ScanState))
     schemas["StrategyStatus"]["properties"]["state"]["enum"] = list(get_args(StrategyState))
+    schemas["CreateScan"]["properties"]["strategies"] = {
+        "description": "Names of strategies this server runs (`GET /v1/strategies`), each "
+        "once; left out or null: all of them.",
+        "anyOf": [
+            {
+                "type": "array",
+                "items": {"enum": list(strategies)},
+                "minItems": 1,
+                "uniqueItems": True,
+            },
+            {"type": "null"},
+        ],
+    }
     schemas["SseData"] = {
         "description": "An event's data with `id`, `type` and `scan_id` added; `type` tells "
         "which event schema the rest follows. An unreadable entry carries its "
@@ -351,19 +432,48 @@ def build() -> dict[str, Any]:
             },
         ],
     }
+    schemas["SseMessage"] = {
+        "description": "One message of the event stream: a log entry.",
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": f"^{ENTRY_ID_PATTERN}$"},
+            "event": {
+                "type": "string",
+                "pattern": f"^{SAFE_EVENT_NAME.pattern}$",
+                "description": "The event's type (`invalid` for an entry whose type could "
+                "break the framing; its data still has the real one).",
+            },
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _ref("SseData"),
+            },
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
     schemas["LogPage"]["properties"]["events"]["items"] = _ref("SseData")
+    paths = _paths()
+    for operations in paths.values():
+        for operation in operations.values():
+            _server_answers(operation["responses"])
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {
             "title": "scanstream",
             "version": "1",
             "description": "Long-running strategy scans; status and results are folds "
-            "over one Redis Stream per scan.",
+            "over one Redis Stream per scan. Every error is an `ErrorBody`. Any request may "
+            "also be answered by the HTTP server itself, before the app: `400` (not "
+            "HTTP/1.1), `408` (too slow), `431` (headers too large) or `503` (too many "
+            "connections). A listed path with a method it does not list is `405` with "
+            "`Allow`.",
         },
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": paths,
         "components": {
             "schemas": schemas,
+            "responses": SERVER_ANSWERS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
@@ -378,5 +488,5 @@ def build() -> dict[str, Any]:
 
 
 @functools.cache
-def openapi_json() -> bytes:
-    return msgspec.json.encode(build())
+def openapi_json(strategies: tuple[str, ...] = ()) -> bytes:
+    return msgspec.json.encode(build(strategies))

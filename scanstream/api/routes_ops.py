@@ -60,7 +60,8 @@ async def strategies(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return Response(openapi_json(), media_type="application/json")
+    names: tuple[str, ...] = request.app.state.strategy_names  # this server's strategies
+    return Response(openapi_json(names), media_type="application/json")
 
 
 ROUTES: list[BaseRoute] = [

@@ -12,11 +12,11 @@ from scanstream.api.bodies import decode_create
 from scanstream.api.context import ApiContext, context
 from scanstream.api.errors import BadRequest, RateLimited
 from scanstream.api.inputs import (
+    entry_id,
     idempotency_key,
     int_param,
     json_response,
     read_body,
-    stream_id_param,
     wait_param,
 )
 from scanstream.errors import InvalidRequest, ScanNotFound
@@ -65,7 +65,7 @@ async def create_scan(request: Request) -> Response:
 async def list_scans(request: Request) -> Response:
     ctx, user = _caller(request)
     limit = int_param(request, "limit", LIST_LIMIT, 1, LIST_MAX)
-    cursor = request.query_params.get("cursor") or None
+    cursor = request.query_params.get("cursor")
     if cursor is not None and not is_scan_id(cursor):
         raise InvalidRequest("cursor: not a cursor this API handed out", field="cursor")
     views, next_cursor = await ctx.service.list_scans(user, limit, cursor)
@@ -97,7 +97,7 @@ async def get_results(request: Request) -> Response:
 
 async def get_log(request: Request) -> Response:
     ctx, user = _caller(request)
-    after = stream_id_param(request, "after")
+    after = entry_id(request.query_params.get("after"), "after")
     limit = int_param(request, "limit", LOG_LIMIT, 1, LOG_MAX)
     events, next_id = await ctx.service.read_log(user, request.path_params["scan_id"], after, limit)
     return json_response(_encode({"events": events, "next": next_id}))

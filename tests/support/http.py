@@ -3,8 +3,9 @@
     with serve(create_app(settings)) as base_url:
         httpx.get(base_url + "/healthz")
 
-Tests talk to it over a real socket, so the body limits, chunked uploads, headers and
-the lifespan behave exactly as in production.
+Tests talk to it over a real socket, served as `scanstream api` serves (the limited
+HTTP protocol and its settings, scanstream.api.serving), so the body and header limits,
+timeouts, chunked uploads and the lifespan behave exactly as in production.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from scanstream.api.serving import uvicorn_options
 from scanstream.embedded import free_port
+from scanstream.settings import Settings
 
 START_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def serve(app: ASGIApp, *, host: str = "127.0.0.1") -> Iterator[str]:
-    """Run `app` under uvicorn until the block exits; yields its base URL."""
+def serve(
+    app: ASGIApp, *, host: str = "127.0.0.1", settings: Settings | None = None
+) -> Iterator[str]:
+    """Run `app` under uvicorn until the block exits; yields its base URL. The HTTP
+    limits are `settings`' (default: the defaults)."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -33,6 +39,7 @@ def serve(app: ASGIApp, *, host: str = "127.0.0.1") -> Iterator[str]:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        **uvicorn_options(settings or Settings()),
     )
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
