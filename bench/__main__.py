@@ -1,5 +1,6 @@
-"""`python -m bench [--quick] [--only NAME ...]`: run the benchmarks, print a summary table,
-write bench/results/latest.json.
+"""`python -m bench [--quick] [--only NAME ...] [--cluster]`: run the benchmarks, print a
+summary table, write bench/results/latest.json. `--cluster` runs bench.cluster (single
+redis-server vs a local Redis Cluster), alone or after the `--only` ones.
 
 One private Redis (redis-server in a temp dir, AOF appendfsync everysec) serves the whole
 run; each benchmark starts on an empty data set, starts its own subprocesses and stops
@@ -36,6 +37,8 @@ BENCHMARKS: dict[str, str] = {
     "long_polls": "bench.long_polls",
     "request_deadline": "bench.request_deadline",
 }
+# `--cluster` only (it starts a local 3+3 Redis Cluster): single redis-server vs cluster.
+CLUSTER_BENCHMARK = ("cluster", "bench.cluster")
 
 
 def _environment(loadgen: str) -> dict[str, Any]:
@@ -116,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         "a single-XRANGE status read, no metrics middleware, ...)",
     )
     p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="single redis-server vs a local Redis Cluster (3 masters + 3 replicas): jobs/s, "
+        "status reads/s, commands per master; alone, or after the --only ones",
+    )
+    p.add_argument(
         "--keep-logs", action="store_true", help="keep the temp dir with every subprocess's log"
     )
     p.add_argument("--output", default=str(RESULTS_DIR / "latest.json"))
@@ -147,12 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     started = time.monotonic()
     try:
-        for name in args.only or list(BENCHMARKS):
+        names = args.only or ([] if args.cluster else list(BENCHMARKS))
+        modules = dict(BENCHMARKS)
+        if args.cluster:
+            names = [*names, CLUSTER_BENCHMARK[0]]
+            modules[CLUSTER_BENCHMARK[0]] = CLUSTER_BENCHMARK[1]
+        for name in names:
             say(f"\n== {name}")
             t0 = time.monotonic()
             try:
                 bench.flush()
-                module = importlib.import_module(BENCHMARKS[name])
+                module = importlib.import_module(modules[name])
                 figures, new_rows = module.run(bench)
                 results["benchmarks"][name] = {
                     **figures,

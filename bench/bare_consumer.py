@@ -14,11 +14,15 @@ per partition but the bytes.
   two events to it (started, completed: two round trips, as a worker's fenced start and
   finish are), the batch's jobs concurrently, then one XACK for the batch (POST to
   terminal-event latency baseline).
-- `protocol`: scanstream jobs (`scan_id`, `strategy`) through scanstream's own fenced
-  writes, `EventStore.start_strategy` then `finish_strategy` with a `strategy.completed`
-  (the same Lua scripts and round trips as the worker, the terminal decision included),
-  the batch's jobs concurrently, one XACK per batch; no task per job, no timeouts, no
-  heartbeats, logs or metrics. The floor of the worker's protocol as it is today. Its
+- `protocol`: scanstream jobs (`scan_id`, `strategy`, `user`) through scanstream's own
+  queue and fenced writes: each round trip first moves waiting jobs from the users' lanes
+  to every partition's stream (lua/job_lanes.lua `dispatch`, `JobQueue.lanes_call`, as
+  many as the read takes), then the one XREADGROUP; `EventStore.start_strategy` then
+  `finish_strategy` with a `strategy.completed` (the same Lua scripts and round trips as
+  the worker, the terminal decision included), the batch's jobs concurrently; the batch
+  acknowledged through the lanes (`ack`: XACK, the users' running counts, the next
+  dispatch), one call per partition, one round trip. No task per job, no timeouts, no
+  heartbeats, logs or metrics: the floor of the worker's protocol as it is today. Its
   keys are those of `--prefix` with `--partitions` job partitions (as the jobs' writer
   had: a scan that ends leaves its partition's running set).
 
@@ -38,9 +42,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from scanstream import events as ev
+from scanstream.settings import Settings
 from scanstream.storage import connection
 from scanstream.storage.events import EventStore
+from scanstream.storage.jobs import JobQueue
 from scanstream.storage.keys import DEFAULT_PARTITIONS, Keys
+from scanstream.storage.scripts import Call, pipelined
 
 READ_COUNT = 100
 BLOCK_MS = 1000
@@ -81,13 +88,27 @@ async def consume(
 ) -> None:
     hot = connection.client(url, max_connections=2 * READ_COUNT + 16)
     blocking = connection.client(url, max_connections=2)
-    store = EventStore(hot, Keys(prefix, partitions), retention_s=3600)
+    keys = Keys(prefix, partitions)
+    store = EventStore(hot, keys, retention_s=3600)
     name = f"bare-{os.getpid()}"
     per_stream = -(-READ_COUNT // len(jobs))
+    # protocol mode: the job streams' partitions, for their lanes (the shipped per-user cap)
+    queue = JobQueue(blocking, keys, max_running=Settings.user_max_running_jobs)
+    lanes = {p.jobs.encode(): p for p in keys.partitions if p.jobs in jobs}
+    read: Call = (
+        None,
+        ("XREADGROUP", "GROUP", group, name, "COUNT", per_stream, "BLOCK", BLOCK_MS, "STREAMS")
+        + tuple(jobs)
+        + (">",) * len(jobs),
+    )
     while True:
-        reply: Any = await blocking.xreadgroup(
-            group, name, dict.fromkeys(jobs, ">"), count=per_stream, block=BLOCK_MS
-        )
+        if mode == "protocol":
+            dispatch = [queue.lanes_call(p, "dispatch", depth=per_stream) for p in lanes.values()]
+            reply: Any = (await pipelined(blocking, [*dispatch, read]))[-1]
+        else:
+            reply = await blocking.xreadgroup(
+                group, name, dict.fromkeys(jobs, ">"), count=per_stream, block=BLOCK_MS
+            )
         batches = [
             (stream, entries)
             for stream, entries in (reply.items() if isinstance(reply, dict) else reply or [])
@@ -98,7 +119,17 @@ async def consume(
             await asyncio.gather(*(_chain_job(hot, fields) for fields in every))
         elif mode == "protocol":
             await asyncio.gather(*(_protocol_job(store, name, fields) for fields in every))
-        if batches:
+        if batches and mode == "protocol":
+            acks = [
+                queue.lanes_call(
+                    lanes[stream],
+                    "ack",
+                    *(x for entry_id, fields in entries for x in (entry_id, fields[b"user"])),
+                )
+                for stream, entries in batches
+            ]
+            await pipelined(hot, acks)
+        elif batches:
             pipe = hot.pipeline(transaction=False)
             for stream, entries in batches:
                 pipe.xack(stream, group, *[entry_id for entry_id, _fields in entries])

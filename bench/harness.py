@@ -61,6 +61,7 @@ class Proc:
     env: Mapping[str, str]
     log_path: Path
     port: int | None = None
+    cwd: Path = REPO  # another checkout's root for a worker of that tree (bench.worker_trees)
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -80,7 +81,7 @@ class Proc:
             self.popen = subprocess.Popen(
                 self.argv,
                 env=dict(self.env),
-                cwd=REPO,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -199,7 +200,9 @@ class Bench:
 
     # -- environments and commands --
 
-    def env(self, prefix: str, **extra: str) -> dict[str, str]:
+    def env(self, prefix: str, *, root: Path = REPO, **extra: str) -> dict[str, str]:
+        """A subprocess's environment; `root`: the checkout whose code it runs (its
+        packages come first on PYTHONPATH, ahead of the venv's editable install)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCANSTREAM_")}
         env.update(
             {
@@ -208,7 +211,7 @@ class Bench:
                 "SCANSTREAM_PREFIX": prefix,
                 "SCANSTREAM_STRATEGIES": NOOP_MODULE,
                 "BENCH_REDIS_URL": self.redis_url,
-                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
+                "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(
                     os.pathsep
                 ),
                 "PYTHONUNBUFFERED": "1",
@@ -236,13 +239,20 @@ class Bench:
         *,
         variant: Sequence[str] = (),
         name: str = "worker",
+        root: Path = REPO,
         **env: str,
     ) -> Proc:
+        """`scanstream worker`; `root`: run another checkout's (e.g. a `git worktree` of an
+        older commit), with this venv's interpreter and packages."""
         argv = self._scanstream(
             ["worker", "--concurrency", str(concurrency), "--grace", "5"], variant
         )
         return Proc(
-            name, argv, self.env(prefix, **env), self.log_dir / f"{name}-{time.monotonic_ns()}.log"
+            name,
+            argv,
+            self.env(prefix, root=root, **env),
+            self.log_dir / f"{name}-{time.monotonic_ns()}.log",
+            cwd=root,
         )
 
     def bare_app(self) -> Proc:

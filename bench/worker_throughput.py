@@ -1,13 +1,15 @@
 """Benchmark 3: no-op strategy jobs per second through ONE worker process.
 
-Scans of 14 no-op strategies are created up front straight through the store and
-`JobQueue.enqueue_into` on pipelines (fast): each scan's jobs on its job partition, as
-the API queues them, so the jobs spread over the PARTITIONS partitions. Then one
+Scans of 14 no-op strategies are created up front straight through the store, and their
+jobs queued as the API queues them (`JobQueue.enqueue_calls`, pipelined): each scan is
+one of USERS (20) users', so the jobs wait in those users' lanes on the users' partitions
+(2 or 3 users on each of the PARTITIONS), a few already in each job stream. Then one
 `scanstream worker --concurrency N` starts, with the same partition count. Jobs/s counts
-from the first job taken (a partition group's last-delivered-id moves) until every entry
-of every partition was delivered and no group has a pending job (XINFO GROUPS of each
-partition, polled in one round trip). Then every scan is checked: completed, exactly one
-terminal event, 14 strategy.completed.
+from the first job taken (a partition group's last-delivered-id moves) until every
+partition's queue is empty: its ring (users with waiting jobs) empty, its group's lag 0
+and nothing pending (XINFO GROUPS, XINFO STREAM and LLEN of each partition, polled in one
+round trip). Then every scan is checked: completed, exactly one terminal event, 14
+strategy.completed; and no lane left, no user counted as running.
 
 Tried at several N; the best and the recommended (the smallest N within 5% of the
 best) are reported. At the recommended N, redis-py client variants are measured too
@@ -15,23 +17,35 @@ best) are reported. At the recommended N, redis-py client variants are measured 
 
 Baselines in the same run, measured the same way, each reading all PARTITIONS job
 streams in one XREADGROUP (COUNT 100 in all) and acknowledging a batch in one round trip:
-bench.bare_consumer --mode protocol (the same scans' jobs through scanstream's fenced
-writes), and --mode drain (XREADGROUP, XACK the batch, no events written) on the same
-number of jobs, spread evenly over PARTITIONS bare streams.
+bench.bare_consumer --mode protocol (the same scans' jobs through scanstream's queue,
+lanes dispatched in the read's round trip and acknowledged through them, and its fenced
+writes), and --mode drain (XREADGROUP, XACK the batch, no events written, no lanes) on
+the same number of jobs, spread evenly over PARTITIONS bare streams.
+
+`run_worker(..., root=PATH)` runs the worker of another checkout (a `git worktree` of an
+older commit) on the same Redis: bench.worker_trees compares trees in one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from bench.harness import (
     FOREIGN_WARN,
+    REPO,
     USER,
     Bench,
     CpuMeter,
@@ -56,6 +70,10 @@ BARE_JOBS, BARE_GROUP = "benchbare:jobs", "bare-workers"
 # The job partitions of the measured worker and of both baselines: the shipped default.
 PARTITIONS = DEFAULT_PARTITIONS
 PROCESS_CONCURRENCY = 16
+# The scans' users, as real load has many: scan i is user i % USERS's. Their lanes fall
+# on the partitions by user id (`Keys.jobs_of`): 2 or 3 users on each of 8.
+USERS = 20
+Queue = tuple[str, str | None]  # a partition's job stream and its ring (None: no lanes)
 VARIANTS: dict[str, list[str]] = {
     # what redis-py 8 does by default: a 5 s socket timeout, i.e. an asyncio timeout per read
     "socket_timeout=5": ["--socket-timeout", "5"],
@@ -73,97 +91,170 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-async def _precreate(url: str, prefix: str, scans: int) -> tuple[list[str], dict[str, str]]:
-    """`scans` scans of the 14 no-ops and their jobs, each scan's on its partition;
-    (scan ids, the last job's entry id of each partition's job stream that has one)."""
+def bench_users(n: int = USERS) -> list[str]:
+    """The users whose scans the bench queues (20 of them: 2 or 3 per partition of 8)."""
+    return [f"{USER}-{i:02d}" for i in range(n)]
+
+
+async def _precreate(
+    url: str, prefix: str, scans: int, *, cluster: bool = False, users: int = USERS
+) -> tuple[list[str], list[Queue]]:
+    """`scans` scans of the 14 no-ops, scan i of user i % `users`, their jobs queued as the
+    API queues them (`JobQueue.enqueue_calls`: the user's lane on the user's partition;
+    each call moves up to READY_DEPTH jobs to the partition's stream). (scan ids, every
+    partition's (job stream, ring)). `cluster`: `url` is a seed node of a Redis Cluster
+    (bench.cluster)."""
     from scanstream import events as ev
     from scanstream.ids import new_scan_id
     from scanstream.storage import connection
     from scanstream.storage.events import EventStore
     from scanstream.storage.jobs import JobQueue
+    from scanstream.storage.scripts import Call, pipelined
 
-    r = connection.client(url, max_connections=128)
+    r = connection.client(url, max_connections=128, cluster=cluster)
     try:
         keys = Keys(prefix, PARTITIONS)
         store = EventStore(r, keys, retention_s=3600)
         queue = JobQueue(r, keys)
         await queue.ensure_group()
+        who = bench_users(users)
         ids = [new_scan_id() for _ in range(scans)]
         for i in range(0, scans, 100):
-            chunk = ids[i : i + 100]
+            chunk = list(enumerate(ids[i : i + 100], start=i))
             await asyncio.gather(
                 *(
                     store.create_scan(
                         scan_id,
-                        ev.stamp(ev.ScanRequested, user_id=USER, strategies=NAMES, params={}),
+                        ev.stamp(
+                            ev.ScanRequested,
+                            user_id=who[n % users],
+                            strategies=NAMES,
+                            params={},
+                        ),
                     )
-                    for scan_id in chunk
+                    for n, scan_id in chunk
                 )
             )
-            pipe = r.pipeline(transaction=False)
-            for scan_id in chunk:
-                queue.enqueue_into(pipe, scan_id, NAMES)
-            await pipe.execute()
-        lasts = {}
-        for p in keys.partitions:
-            last = await r.xrevrange(p.jobs, "+", "-", count=1)
-            if last:
-                lasts[p.jobs] = last[0][0].decode()
-        return ids, lasts
+            calls: list[Call] = []
+            for n, scan_id in chunk:
+                calls += queue.enqueue_calls(scan_id, who[n % users], NAMES)
+            await pipelined(r, calls)
+        return ids, [(p.jobs, p.ring) for p in keys.partitions]
     finally:
         await r.aclose()
 
 
-def _groups(r: redis.Redis, streams: Sequence[str], group: str) -> list[tuple[str, int]]:
-    """(last-delivered-id, pending) of `group` on each stream, in one round trip."""
+def users_line(users: int = USERS) -> str:
+    """How the bench's users and their jobs fall on the partitions, for the printout."""
+    keys = Keys("x", PARTITIONS)
+    per = Counter(keys.jobs_of(u).index for u in bench_users(users))
+    spread = ", ".join(str(per.get(i, 0)) for i in range(PARTITIONS))
+    return f"{users} users (scan i is user i % {users}'s), per partition: {spread}"
+
+
+@dataclass
+class QueueState:
+    """One partition's queue as the bench polls it."""
+
+    delivered: str  # the group's last-delivered-id
+    pending: int  # delivered, not acknowledged
+    undelivered: int  # in the stream, not yet delivered (the group's lag)
+    waiting: int  # users with jobs waiting in lanes (the ring's length)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.pending or self.undelivered or self.waiting)
+
+
+def _field(info: Mapping[Any, Any], name: str) -> Any:
+    value = info.get(name, info.get(name.encode()))
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def queue_state(r: redis.Redis, queues: Sequence[Queue], group: str) -> list[QueueState]:
+    """The state of `group` on each (job stream, ring or None) in one round trip: XINFO
+    GROUPS and XINFO STREAM of the stream (the lag, or, when Redis cannot tell it, the
+    last-generated id against the last-delivered one), LLEN of the ring."""
     pipe = r.pipeline(transaction=False)
-    for stream in streams:
+    for stream, ring in queues:
         pipe.xinfo_groups(stream)
+        pipe.xinfo_stream(stream)
+        if ring is not None:
+            pipe.llen(ring)
+    replies = iter(pipe.execute())
     out = []
-    for stream, groups in zip(streams, pipe.execute(), strict=True):
+    for stream, ring in queues:
+        groups, info = next(replies), next(replies)
+        waiting = int(next(replies)) if ring is not None else 0
         for g in groups:
-            if g["name"] in (group, group.encode()):
-                last = g["last-delivered-id"]
-                out.append((last.decode() if isinstance(last, bytes) else last, int(g["pending"])))
+            if _field(g, "name") == group:
                 break
         else:
             raise RuntimeError(f"no group {group} on {stream}")
+        delivered = _field(g, "last-delivered-id")
+        lag = _field(g, "lag")
+        if lag is None:  # entries deleted in between: compare ids
+            lag = int(delivered != _field(info, "last-generated-id"))
+        out.append(QueueState(delivered, int(_field(g, "pending")), int(lag), waiting))
     return out
 
 
 def drain(
-    b: Bench, proc: Proc, lasts: Mapping[str, str], group: str, jobs: int, label: str
+    b: Bench,
+    proc: Proc,
+    queues: Sequence[Queue],
+    group: str,
+    jobs: int,
+    label: str,
+    *,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Start `proc`, time it draining `group` on the job streams `lasts` names (each with
-    its last entry id), stop it. Figures of the run."""
+    """Start `proc`, time it draining `group` on `queues` (job stream, ring or None each),
+    stop it. Figures of the run.
+
+    Timed from the first job taken (a last-delivered-id moves) until every queue is empty:
+    no user waiting in a ring (lanes empty), nothing undelivered in a stream (lag 0) and
+    nothing pending. `profile`: py-spy records the consumer meanwhile (collapsed stacks,
+    written to that path; py-spy is no dependency: `pip install py-spy`)."""
     assert b.redis_proc.process is not None
-    streams = list(lasts)
+    rings = sum(ring is not None for _stream, ring in queues)
     polls = 0
     with b.redis() as r:
         before = RedisCounters.snapshot(r)
         with running(proc):
             deadline = time.monotonic() + TIMEOUT_S
-            while all(last == "0-0" for last, _ in _groups(r, streams, group)):
+            while all(q.delivered == "0-0" for q in queue_state(r, queues, group)):
                 polls += 1
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{label}: no job taken in {TIMEOUT_S}s")
                 proc.check_alive()
                 time.sleep(START_POLL_S)
+            polls += 1
             t_first = time.perf_counter()
+            spy = _py_spy(proc, profile) if profile is not None else None
             with CpuMeter([proc.pid, b.redis_proc.process.pid]) as cpu:
                 while True:
                     time.sleep(POLL_S)
                     polls += 1
-                    groups = _groups(r, streams, group)
-                    pending = sum(n for _, n in groups)
-                    delivered = [last for last, _ in groups]
-                    if pending == 0 and delivered == [lasts[s] for s in streams]:
+                    state = queue_state(r, queues, group)
+                    if all(q.empty for q in state):
                         break
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{label}: pending {pending} after {TIMEOUT_S}s")
+                        left = {
+                            k: sum(getattr(q, k) for q in state)
+                            for k in ("pending", "undelivered", "waiting")
+                        }
+                        raise TimeoutError(f"{label}: {left} after {TIMEOUT_S}s")
                     proc.check_alive()
             t_end = time.perf_counter()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # it writes what it has, then exits
+                spy.wait(30)
         delta = RedisCounters.snapshot(r).since(before, ignore=("info", "xinfo", "client"))
+    # The bench's own LLENs of the rings (the lanes script's own LLENs stay counted).
+    if rings:
+        delta.commands["llen"] = delta.commands.get("llen", 0) - polls * rings
+        delta.commands = {k: v for k, v in delta.commands.items() if v}
     seconds = t_end - t_first
     reads = delta.reads - polls - 1
     return {
@@ -176,15 +267,44 @@ def drain(
         "redis_round_trips_per_job": round(reads / jobs, 2),
         "redis_commands_per_job": round(delta.total_commands / jobs, 2),
         "redis_commands": delta.commands,
+        # the bench's own polls, each an LLEN of every ring (bench.cluster takes them out
+        # of its per-master counts)
+        "polls": polls,
         **cpu.as_dict(["consumer", "redis"]),
     }
 
 
-def verify(r: redis.Redis, prefix: str, scan_ids: Sequence[str]) -> dict[str, Any]:
-    """Every scan completed with exactly one terminal event and 14 strategy.completed."""
+def _py_spy(proc: Proc, path: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording `proc` (its threads too) until SIGINT."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    argv = [spy, "record", "--pid", str(proc.pid), "--rate", "250", "--format", "raw"]
+    return subprocess.Popen(
+        [*argv, "--threads", "--output", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def verify(
+    r: redis.Redis, prefix: str, scan_ids: Sequence[str], *, lanes: bool = True
+) -> dict[str, Any]:
+    """Every scan completed with exactly one terminal event and 14 strategy.completed;
+    `lanes`: every partition's lanes are gone and no user is counted as running a job."""
     keys = Keys(prefix, PARTITIONS)
     problems: Counter[str] = Counter()
     first_started, last_terminal, events = float("inf"), 0, 0
+    if lanes:
+        pipe = r.pipeline(transaction=False)
+        for p in keys.partitions:
+            pipe.llen(p.ring)
+            pipe.hgetall(p.running_jobs)
+        replies = pipe.execute()
+        for waiting, running_jobs in zip(replies[::2], replies[1::2], strict=True):
+            if waiting:
+                problems["users still waiting in a ring"] += waiting
+            counted = {k: v for k, v in running_jobs.items() if int(v)}
+            if counted:
+                problems[f"running counts left: {counted}"] += 1
     for i in range(0, len(scan_ids), 200):
         chunk = scan_ids[i : i + 200]
         pipe = r.pipeline(transaction=False)
@@ -214,23 +334,78 @@ def verify(r: redis.Redis, prefix: str, scan_ids: Sequence[str]) -> dict[str, An
     }
 
 
+def legacy_tree(root: Path) -> bool:
+    """Whether the checkout at `root` predates job partitions (issue 9): one job stream."""
+    return not (root / "scanstream" / "storage" / "lua" / "job_lanes.lua").exists()
+
+
+_LEGACY_PRECREATE = """
+import asyncio, json, sys
+from bench.worker_throughput import _precreate
+from scanstream.storage.keys import Keys
+url, prefix, scans = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ids, _last = asyncio.run(_precreate(url, prefix, scans))
+print(json.dumps({"ids": ids, "jobs": Keys(prefix).jobs}))
+"""
+
+
+def _precreate_legacy(
+    b: Bench, root: Path, prefix: str, scans: int
+) -> tuple[list[str], list[Queue]]:
+    """The same scans and jobs through the older checkout's own bench `_precreate` (its
+    one job stream, its `JobQueue.enqueue_into`), run with its code."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LEGACY_PRECREATE, b.redis_url, prefix, str(scans)],
+        cwd=root,
+        env=b.env(prefix, root=root),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT_S,
+    )
+    made = json.loads(done.stdout.strip().splitlines()[-1])
+    return made["ids"], [(made["jobs"], None)]
+
+
 def run_worker(
-    b: Bench, scans: int, concurrency: int, variant: Sequence[str] = (), label: str = ""
+    b: Bench,
+    scans: int,
+    concurrency: int,
+    variant: Sequence[str] = (),
+    label: str = "",
+    *,
+    root: Path = REPO,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """`scans` scans' jobs through one worker; `root`: the checkout whose worker runs
+    (one from before issue 9 gets its jobs queued by its own code, on its one stream)."""
     b.flush()
     prefix = f"bench3c{concurrency}"
-    ids, lasts = asyncio.run(_precreate(b.redis_url, prefix, scans))
+    legacy = legacy_tree(root)
+    if legacy:
+        ids, queues = _precreate_legacy(b, root, prefix, scans)
+    else:
+        ids, queues = asyncio.run(_precreate(b.redis_url, prefix, scans))
     jobs = scans * len(NAMES)
     worker = b.worker(
         prefix,
         concurrency,
         variant=variant,
         name=f"worker-c{concurrency}",
+        root=root,
         SCANSTREAM_JOB_PARTITIONS=str(PARTITIONS),
     )
-    out = drain(b, worker, lasts, JOB_GROUP, jobs, label or f"worker --concurrency {concurrency}")
+    out = drain(
+        b,
+        worker,
+        queues,
+        JOB_GROUP,
+        jobs,
+        label or f"worker --concurrency {concurrency}",
+        profile=profile,
+    )
     with b.redis() as r:
-        check = verify(r, prefix, ids)
+        check = verify(r, prefix, ids, lanes=not legacy)
     span_s = (check["last_terminal_ms"] - check["first_started_ms"]) / 1000
     out.update(
         concurrency=concurrency,
@@ -242,21 +417,24 @@ def run_worker(
 
 
 def run_protocol(b: Bench, scans: int) -> dict[str, Any]:
-    """The same scans through scanstream's fenced writes, without the worker around them."""
+    """The same scans through scanstream's queue and fenced writes, without the worker
+    around them: lanes dispatched and every partition read in one round trip, the batch's
+    jobs started and finished concurrently, one lanes ack per partition per batch."""
     b.flush()
     prefix = "bench3proto"
-    ids, lasts = asyncio.run(_precreate(b.redis_url, prefix, scans))
+    ids, queues = asyncio.run(_precreate(b.redis_url, prefix, scans))
     jobs = scans * len(NAMES)
-    streams = [p.jobs for p in Keys(prefix, PARTITIONS).partitions]
+    streams = [stream for stream, _ring in queues]
     consumer = b.bare_consumer("protocol", streams, JOB_GROUP, prefix=prefix, partitions=PARTITIONS)
-    out = drain(b, consumer, lasts, JOB_GROUP, jobs, "protocol floor")
+    out = drain(b, consumer, queues, JOB_GROUP, jobs, "protocol floor")
     with b.redis() as r:
         out["verify"] = verify(r, prefix, ids)
     return out
 
 
 def run_bare(b: Bench, jobs: int) -> dict[str, Any]:
-    """`jobs` bare jobs spread evenly over PARTITIONS streams, drained by one consumer."""
+    """`jobs` bare jobs spread evenly over PARTITIONS streams (no lanes: the floor of
+    Redis Streams alone), drained by one consumer."""
     b.flush()
     streams = [f"{BARE_JOBS}:{i}" for i in range(PARTITIONS)]
     with b.redis() as r:
@@ -270,13 +448,8 @@ def run_bare(b: Bench, jobs: int) -> dict[str, Any]:
                     {"scan_id": f"scan_{j:032x}", "strategy": NAMES[j % 14]},
                 )
             pipe.execute()
-        lasts = {}
-        for stream in streams:
-            last = r.xrevrange(stream, "+", "-", count=1)
-            if last:
-                lasts[stream] = last[0][0].decode()
     consumer = b.bare_consumer("drain", streams, BARE_GROUP)
-    return drain(b, consumer, lasts, BARE_GROUP, jobs, "bare consumer")
+    return drain(b, consumer, [(s, None) for s in streams], BARE_GROUP, jobs, "bare consumer")
 
 
 def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -305,7 +478,8 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     say(
         f"  redis-py {redis.__version__}, hiredis "
         f"{'active' if out['hiredis'] else 'NOT active'}; {scans} scans x {len(NAMES)} "
-        f"no-op strategies = {jobs} jobs, over {PARTITIONS} job partitions"
+        f"no-op strategies = {jobs} jobs, over {PARTITIONS} job partitions; "
+        f"{users_line()}"
     )
     # Interleaved rounds, so drifting load hits every level alike; a level runs again only
     # when other processes competed for the CPU during its previous run.
@@ -339,8 +513,9 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
             if results:
                 out["variants"][name] = best(results)
     say(
-        "  protocol floor: the same jobs through EventStore.start_strategy + finish_strategy,"
-        " a batch's jobs concurrently, XACK per batch, no worker machinery ..."
+        "  protocol floor: the same jobs through the lanes (dispatch + XREADGROUP of every"
+        " partition in one round trip), EventStore.start_strategy + finish_strategy, a"
+        " batch's jobs concurrently, one lanes ack per batch, no worker machinery ..."
     )
     try:
         out["protocol"] = run_protocol(b, scans)
@@ -348,7 +523,8 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     except Exception as exc:  # a second baseline must never sink the benchmark
         say(f"    failed: {exc!r}")
     say(
-        f"  bare consumer (XREADGROUP COUNT 100 over {PARTITIONS} streams + XACK, no events),"
+        f"  bare consumer (XREADGROUP COUNT 100 over {PARTITIONS} streams + XACK, no events,"
+        " no lanes),"
         f" {jobs} jobs ..."
     )
     out["bare"] = run_bare(b, jobs)

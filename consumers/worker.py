@@ -1,11 +1,12 @@
 """The strategy consumer process: reads jobs from the consumer group and runs N at a time.
 
 Small loops share one task group:
-- read:      one reader per job partition: XREADGROUP new jobs whenever a slot is free;
+- read:      one reader per job partition, taking turns: XREADGROUP new jobs whenever
+             slots are free (with the acknowledgements waiting, in one round trip);
 - heartbeat: keep the claim on running jobs alive, stop runs whose claim was taken;
 - reclaim:   take over jobs idle past `claim_idle_ms` (their worker died);
 - watch:     stop runs whose scan has ended (cancelled, deadline), within ~0.2 s;
-- ack:       batched acknowledgements;
+- ack:       batched acknowledgements that no read took along;
 - reap:      end overdue scans, trim the job stream, drop gone consumers (consumers/reaper.py).
 """
 
@@ -28,7 +29,7 @@ from scanstream import events as ev
 from scanstream.errors import StoreUnavailable
 from scanstream.settings import Settings
 from scanstream.storage.connection import Storage
-from scanstream.storage.jobs import GroupMissing, Job
+from scanstream.storage.jobs import GroupMissing, Job, split_job_id
 from scanstream.strategies.api import Strategy
 
 log = logging.getLogger("scanstream.worker")
@@ -39,6 +40,9 @@ READ_BLOCK_MS = 1000
 # and one XACK then serve several jobs instead of one each (a round trip costs the
 # worker more CPU than a no-op job's own work). An idle worker reads at once.
 READ_GATHER_S = 0.002
+# Acknowledgements wait this long at most for a read to take them along (JobQueue.read)
+# before they go on their own round trip.
+ACK_GATHER_S = 0.005
 
 
 def consumer_name() -> str:
@@ -80,7 +84,10 @@ class Worker:
         self.reaper = Reaper(self.storage, settings, self.name)
         self.inflight: dict[str, Run] = {}
         self._reserved = 0  # slots asked for by reads still out (see _partition_reader)
-        self._run_ended = anyio.Event()  # set (and replaced) whenever a run ends
+        # The partition readers' turns at the free slots, first come, first served.
+        self._turn = anyio.Lock(fast_acquire=True)
+        # Set when a run ends, if anyone waits for that (`_run_end`); then dropped.
+        self._run_ended: anyio.Event | None = None
         self._acks: list[tuple[str, str]] = []  # (job id, its user)
         self._acks_ready = anyio.Event()
         self._draining = False
@@ -114,7 +121,7 @@ class Worker:
         self._draining = True
         with anyio.move_on_after(grace_s):
             while self.inflight:
-                await self._run_ended.wait()
+                await self._run_end()
         await self._flush_acks()
         self._tg.cancel_scope.cancel()
 
@@ -128,17 +135,23 @@ class Worker:
     async def _partition_reader(self, partition: int) -> None:
         """Take jobs of one partition while slots are free.
 
-        Every partition has a reader, so none waits behind another's backlog. A reader
-        whose partition had work reads again at once, without blocking, for its share of
-        the free slots, which it reserves while the read is out: busy partitions split
-        the slots between them. A reader whose partition was empty blocks for one job,
-        reserving nothing: idle partitions hold no slot from busy ones. So a worker may
-        start up to one job per idle partition beyond `--concurrency` when they all get
-        one at once.
+        Every partition has a reader, so none waits behind another's backlog. The readers
+        take turns at the free slots (`_turn`, first come, first served): in its turn a
+        reader waits for slots and claims them, then passes the turn on as its read goes
+        out. So every partition with work is read in turn, and a run that ends wakes one
+        reader, not all of them.
+
+        A reader whose partition had work waits, in its turn, for a quarter of the slots
+        (READ_GATHER_S at most) and reads as many jobs as slots are free, reserving them
+        while the read is out: one read, then one pipelined batch of starts and one of
+        finishes, serve many jobs. Its read takes the acknowledgements waiting along
+        (`_acks_for_read`). A reader whose partition was empty blocks for one job once a
+        slot is free, reserving nothing: idle partitions hold no slot from busy ones. So
+        a worker may start up to one job per idle partition beyond `--concurrency` when
+        they all get one at once.
         """
         backoff = _Backoff()
-        share = -(-self.concurrency // self.jobs.partitions)
-        gather = max(1, min(share, self.concurrency // 4))
+        gather = max(1, self.concurrency // 4)
         busy = False
         # After a failed read, first re-read this consumer's own pending jobs ("0"): a read
         # that Redis served but whose reply was lost (the connection broke, Redis restarted
@@ -146,16 +159,13 @@ class Worker:
         # wait a claim idle time for the reclaim loop.
         position = ">"
         while not self._draining:
-            if self._free() <= 0:
-                await self._wait_for_free(1)
+            async with self._turn:
+                count = await self._slots_for_read(busy or position != ">", gather)
+                reserved = count if busy else 0
+                self._reserved += reserved
+            if count <= 0:
                 continue
-            if busy and self._free() < gather:
-                await self._wait_for_free(gather, timeout_s=READ_GATHER_S)
-                if self._draining or self._free() <= 0:
-                    continue
-            count = min(self._free(), share) if busy or position != ">" else 1
-            reserved = count if busy else 0
-            self._reserved += reserved
+            acks = self._acks_for_read(partition) if busy and position == ">" else []
             try:
                 delivered = await self.jobs.read(
                     partition,
@@ -163,15 +173,21 @@ class Worker:
                     count,
                     position=position,
                     block_ms=READ_BLOCK_MS if position == ">" and not busy else None,
+                    acks=acks,
                 )
             except StoreUnavailable as exc:
+                self._unsent_acks(acks)
                 metrics.REDIS_ERRORS.labels("read").inc()
                 position, busy = "0", False
                 await backoff.wait(exc)
                 continue
             except GroupMissing:  # Redis lost its data (no AOF): recreate the groups
+                self._unsent_acks(acks)
                 await self._ensure_group_with_retry()
                 continue
+            except BaseException:
+                self._unsent_acks(acks)
+                raise
             finally:
                 self._reserved -= reserved
             backoff.reset()
@@ -181,6 +197,20 @@ class Worker:
             if position != ">":  # page through our pending jobs, then back to new ones
                 position = delivered[-1][0].partition("/")[2] if delivered else ">"
             busy = bool(delivered)
+
+    async def _slots_for_read(self, many: bool, gather: int) -> int:
+        """In a reader's turn: how many jobs its read may take (0: none, try again). With
+        `many`, every free slot once `gather` are or READ_GATHER_S has passed with fewer;
+        else one, once a slot is free."""
+        if self._free() <= 0:
+            await self._wait_for_free(1)
+            if self._free() <= 0:
+                return 0
+        if many and self._free() < gather:
+            await self._wait_for_free(gather, timeout_s=READ_GATHER_S)
+        if self._draining:
+            return 0
+        return self._free() if many else 1
 
     def _start(self, job_id: str, job: Job | None) -> None:
         if job is None:
@@ -199,8 +229,9 @@ class Worker:
         finally:
             self.inflight.pop(run.job.id, None)
             metrics.INFLIGHT.dec()
-            self._run_ended.set()
-            self._run_ended = anyio.Event()
+            if self._run_ended is not None:
+                self._run_ended.set()
+                self._run_ended = None
         if ack:
             self.jobs_done += 1
             self._ack(run.job.id, run.job.user)
@@ -301,23 +332,47 @@ class Worker:
         self._acks.append((job_id, user))
         self._acks_ready.set()
 
+    def _acks_for_read(self, partition: int) -> list[tuple[str, str]]:
+        """The acknowledgements waiting that a read of `partition` takes along in its
+        round trip (JobQueue.read): all of them on one Redis; on a cluster, the
+        partition's own."""
+        if self.jobs.one_node:
+            every, self._acks = self._acks, []
+            return every
+        own: list[tuple[str, str]] = []
+        others: list[tuple[str, str]] = []
+        for pair in self._acks:
+            (own if split_job_id(pair[0])[0] == partition else others).append(pair)
+        self._acks = others
+        return own
+
+    def _unsent_acks(self, acks: list[tuple[str, str]]) -> None:
+        """Acknowledgements whose round trip failed: sent again (twice is harmless)."""
+        if acks:
+            self._acks[:0] = acks
+            self._acks_ready.set()
+
     async def _ack_loop(self) -> None:
         while True:
             await self._acks_ready.wait()
             self._acks_ready = anyio.Event()
+            # The next read takes them along when one goes out meanwhile (a busy worker
+            # reads every few ms): one round trip for both. What none took goes now.
+            await anyio.sleep(ACK_GATHER_S)
             await self._flush_acks()
 
     async def _flush_acks(self) -> None:
         backoff = _Backoff()
         while self._acks:
-            batch = self._acks[:]
+            batch, self._acks = self._acks, []
             try:
                 await self.jobs.ack(batch)
-            except StoreUnavailable as exc:
+            except BaseException as exc:
+                self._unsent_acks(batch)
+                if not isinstance(exc, StoreUnavailable):
+                    raise
                 metrics.REDIS_ERRORS.labels("ack").inc()
                 await backoff.wait(exc)
-                continue
-            del self._acks[: len(batch)]
 
     async def _dead_letter(self, job: Job, attempts: int, error: ev.ErrorInfo) -> None:
         await self.storage.dead_letters.add(
@@ -349,11 +404,19 @@ class Worker:
     def _free(self) -> int:
         return self.concurrency - len(self.inflight) - self._reserved
 
+    async def _run_end(self) -> None:
+        """Until a run ends."""
+        if self._run_ended is None:
+            self._run_ended = anyio.Event()
+        await self._run_ended.wait()
+
     async def _wait_for_free(self, wanted: int, timeout_s: float = 1.0) -> None:
         """Until `wanted` slots are free, `timeout_s` passes or the worker drains."""
+        if self._free() >= wanted or self._draining:
+            return
         with anyio.move_on_after(timeout_s):
             while self._free() < wanted and not self._draining:
-                await self._run_ended.wait()
+                await self._run_end()
 
     async def _check_eviction_policy(self) -> None:
         try:

@@ -28,6 +28,7 @@ from scanstream.ids import is_scan_id
 from scanstream.storage.errors import store_errors
 from scanstream.storage.index import Listing
 from scanstream.storage.keys import JOB_GROUP, Keys, PartitionKeys
+from scanstream.storage.replication import is_cluster
 from scanstream.storage.replies import text
 from scanstream.storage.scripts import Call, pipelined, register, script_call
 
@@ -130,6 +131,12 @@ class JobQueue:
     def partitions(self) -> int:
         return self.keys.partition_count
 
+    @property
+    def one_node(self) -> bool:
+        """Every partition on one Redis (not a cluster): a read of one partition may take
+        acknowledgements of any partition along (`read`)."""
+        return not is_cluster(self.redis)
+
     async def ensure_group(self) -> None:
         """Create every partition's job stream and consumer group if missing (idempotent)."""
         calls: list[Call] = [
@@ -190,33 +197,55 @@ class JobQueue:
         *,
         position: str = ">",
         block_ms: int | None = None,
+        acks: Sequence[tuple[str, str]] = (),
     ) -> list[tuple[str, Job | None]]:
         """Up to `count` jobs of one partition for `consumer`, as (job id, job or None when
         its body is not usable): new ones (`position` ">"), or the consumer's own pending
         jobs after the entry id `position` ("0": from the start). `GroupMissing` when the
-        group is gone."""
+        group is gone.
+
+        A read of new jobs that does not block first moves waiting jobs from the lanes to
+        the stream, users taking turns, and acknowledges `acks` ((job id, user) pairs, as
+        `ack` does) in the same round trip: of any partition on one Redis (`one_node`);
+        on a cluster, of this partition only, whose node the read needs anyway (another
+        partition's node in trouble must not fail this read). Other reads take no `acks`.
+        When the read fails, whether they were acknowledged is unknown: send them again
+        (acknowledging twice is harmless)."""
         p = self.keys.partitions[partition]
+        if acks and not (block_ms is None and position == ">"):
+            raise ValueError("only a read of new jobs that does not block takes acks")
         async with store_errors():
             try:
                 if block_ms is None and position == ">":
-                    # First move waiting jobs from the lanes, users taking turns.
-                    read = (
-                        None,
+                    grouped = _ack_pairs(acks)
+                    own = grouped.pop(partition, None)
+                    calls = [
+                        self.lanes_call(self.keys.partitions[i], "ack", *pairs)
+                        for i, pairs in grouped.items()
+                    ]
+                    # This partition's acknowledgements (if any), then the dispatch that
+                    # fills its stream for this read.
+                    if own:
+                        calls.append(self.lanes_call(p, "ack", *own, depth=count))
+                    else:
+                        calls.append(self.lanes_call(p, "dispatch", depth=count))
+                    calls.append(
                         (
-                            "XREADGROUP",
-                            "GROUP",
-                            JOB_GROUP,
-                            consumer,
-                            "COUNT",
-                            count,
-                            "STREAMS",
-                            p.jobs,
-                            ">",
-                        ),
+                            None,
+                            (
+                                "XREADGROUP",
+                                "GROUP",
+                                JOB_GROUP,
+                                consumer,
+                                "COUNT",
+                                count,
+                                "STREAMS",
+                                p.jobs,
+                                ">",
+                            ),
+                        )
                     )
-                    _, reply = await pipelined(
-                        self.redis, [self.lanes_call(p, "dispatch", depth=count), read]
-                    )
+                    reply = (await pipelined(self.redis, calls))[-1]
                 else:
                     reply = await self.blocking.xreadgroup(
                         JOB_GROUP, consumer, {p.jobs: position}, count=count, block=block_ms
@@ -234,12 +263,9 @@ class JobQueue:
     async def ack(self, jobs: Sequence[tuple[str, str]]) -> None:
         """Acknowledge (job id, user) pairs; each user's running count drops, and waiting
         jobs take the room (one script call per partition, one round trip)."""
-        grouped: dict[int, list[str]] = {}
-        for value, user in jobs:
-            partition, entry_id = split_job_id(value)
-            grouped.setdefault(partition, []).extend((entry_id, user))
         calls = [
-            self.lanes_call(self.keys.partitions[p], "ack", *pairs) for p, pairs in grouped.items()
+            self.lanes_call(self.keys.partitions[p], "ack", *pairs)
+            for p, pairs in _ack_pairs(jobs).items()
         ]
         async with store_errors():
             await pipelined(self.redis, calls)
@@ -253,6 +279,16 @@ class JobQueue:
             calls += [self.lanes_call(p, "recount"), self.lanes_call(p, "dispatch")]
         async with store_errors():
             await pipelined(self.redis, calls)
+
+
+def _ack_pairs(jobs: Iterable[tuple[str, str]]) -> dict[int, list[str]]:
+    """(job id, user) pairs as the lanes script's ack takes them: per partition, entry id
+    and user, flat."""
+    grouped: dict[int, list[str]] = {}
+    for value, user in jobs:
+        partition, entry_id = split_job_id(value)
+        grouped.setdefault(partition, []).extend((entry_id, user))
+    return grouped
 
 
 def _stream_replies(reply: Any) -> list[tuple[Any, Any]]:
