@@ -293,25 +293,28 @@ class ScanService:
         return Created(await self._create(user_id, candidate, order), True)
 
     async def _create(self, user_id: str, scan_id: str, order: Order) -> ScanView:
-        """Append scan.requested, then list the scan and queue one job per strategy.
+        """Count the scan against its user's quotas, append scan.requested, then list the
+        scan and queue one job per strategy.
 
-        Two round trips, in this order: the scan's stream lives in its own hash slot and
-        the job stream in another, so they cannot be written atomically. Jobs are queued
-        only after the scan exists (a worker would drop a job for a missing scan). If the
-        process dies between the two writes the scan stays `queued` until its deadline:
+        Three round trips, in this order: the user's quota keys, the scan's stream and the
+        job stream live in different hash slots, so they cannot be written atomically.
+        Jobs are queued only after the scan exists (a worker would drop a job for a missing
+        scan). If the process dies between the last two writes the scan stays `queued`
+        until its deadline:
         the job writes are never repeated, because `create_scan` tells us whether this
         call created the scan and only that call enqueues.
 
-        So the two writes are shielded from the request's deadline: once the first is
-        sent, a Redis slow to answer gets both (the request itself answers 503 in time),
-        and a retry with the same Idempotency-Key finds a scan that will run.
+        So the writes are shielded from the request's deadline: once the first is sent, a
+        Redis slow to answer gets them all (the request itself answers 503 in time), a
+        retry with the same Idempotency-Key finds a scan that will run, and no admission
+        is counted for a scan that was never created.
         """
-        await self._admit(user_id, scan_id)
         creating = asyncio.ensure_future(self._create_now(user_id, scan_id, order))
         creating.add_done_callback(_report_create)
         return await asyncio.shield(creating)
 
     async def _create_now(self, user_id: str, scan_id: str, order: Order) -> ScanView:
+        await self._admit(user_id, scan_id)
         requested = ev.stamp(
             ScanRequested, user_id=user_id, strategies=order.names, params=order.params
         )
