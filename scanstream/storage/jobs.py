@@ -23,7 +23,6 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from scanstream.errors import ScanstreamError
-from scanstream.events import wall_ms
 from scanstream.ids import is_scan_id
 from scanstream.storage.errors import store_errors
 from scanstream.storage.index import Listing
@@ -97,9 +96,12 @@ def job_from_entry(
     return Job(job_id(partition, text(entry_id)), scan_id, strategy, deliveries, user)
 
 
-def lane_score(priority: int, now_ms: int) -> int:
-    """A waiting job's place in its user's lane: higher priority first, then oldest first."""
-    return (MAX_PRIORITY - priority) * 2**42 + now_ms
+def lane_band(priority: int) -> int:
+    """The band of a waiting job's lane score: higher priority first (band 0). Within a
+    band the script orders jobs by their arrival at Redis (lua/job_lanes.lua), one counter
+    per partition, so two scans of the same millisecond, or of API processes whose clocks
+    differ, still run oldest first."""
+    return MAX_PRIORITY - priority
 
 
 class JobQueue:
@@ -154,7 +156,7 @@ class JobQueue:
         """One call of lua/job_lanes.lua on `partition`."""
         return script_call(
             self._lanes,
-            [partition.jobs, partition.ring, partition.running_jobs],
+            [partition.jobs, partition.ring, partition.running_jobs, partition.arrivals],
             [
                 mode,
                 partition.lane_prefix,
@@ -169,8 +171,7 @@ class JobQueue:
         self, scan_id: str, user_id: str, strategies: Sequence[str], priority: int = 0
     ) -> list[Call]:
         """One job per strategy, in the user's lane on the user's partition."""
-        score = lane_score(priority, wall_ms())
-        lane_args = (user_id, scan_id, score, *strategies)
+        lane_args = (user_id, scan_id, lane_band(priority), *strategies)
         return [self.lanes_call(self.keys.jobs_of(user_id), "enqueue", *lane_args)]
 
     async def enqueue(

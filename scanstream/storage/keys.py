@@ -40,9 +40,10 @@ class PartitionKeys:
     index: int
     jobs: str  # the partition's job stream, read by the JOB_GROUP consumer group
     # Fair share (lua/job_lanes.lua): each user's waiting jobs in a lane (a sorted set
-    # named `lane_prefix + user`), the users with waiting jobs in a ring, and per user
-    # the jobs of the stream not yet acknowledged.
+    # named `lane_prefix + user`), ordered by the partition's arrival counter; the users
+    # with waiting jobs in a ring; and per user the jobs of the stream not yet acknowledged.
     lane_prefix: str
+    arrivals: str
     ring: str
     running_jobs: str
     dead_letters: str  # jobs whose strategy failed for good: a record for operators
@@ -81,6 +82,7 @@ class Keys:
                     i,
                     jobs=f"{tag}:jobs",
                     lane_prefix=f"{tag}:lane:",
+                    arrivals=f"{tag}:arrivals",
                     ring=f"{tag}:ring",
                     running_jobs=f"{tag}:running-jobs",
                     dead_letters=f"{tag}:dead",

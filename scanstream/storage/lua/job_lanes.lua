@@ -2,7 +2,7 @@
 --
 -- A job does not go straight to the partition's job stream (first in, first out, where
 -- one user's backlog stands in front of everyone). It waits in its user's lane, a sorted
--- set ordered by (priority, time), and the users with waiting jobs take turns in a ring.
+-- set ordered by (priority, arrival), and the users with waiting jobs take turns in a ring.
 -- Jobs move from lanes to the stream only as workers can take them: the stream keeps at
 -- most `depth` undelivered jobs (enough to wake idle workers at once), so a newcomer
 -- waits behind at most `depth` jobs of others plus one turn of the ring. A user with
@@ -12,10 +12,12 @@
 -- Every key is in the partition's hash slot: the lanes are named from ARGV[2] and the
 -- user (one slot, so the script may reach them on a cluster).
 -- KEYS[1] job stream, KEYS[2] ring (list of users with waiting jobs),
--- KEYS[3] running hash (user -> jobs in the stream not yet acknowledged)
+-- KEYS[3] running hash (user -> jobs in the stream not yet acknowledged),
+-- KEYS[4] arrival counter (orders waiting jobs: Redis's order, not a client's clock)
 -- ARGV[1] mode, ARGV[2] lane key prefix, ARGV[3] depth, ARGV[4] cap (0: none),
 -- ARGV[5] consumer group
---   enqueue: ARGV[6] user, ARGV[7] scan id, ARGV[8] score, ARGV[9..] strategies
+--   enqueue: ARGV[6] user, ARGV[7] scan id, ARGV[8] priority band (0 first),
+--            ARGV[9..] strategies
 --   ack:     ARGV[6..] pairs (entry id, user or "")
 --   dispatch, recount: nothing more
 -- Returns how many jobs moved to the stream (recount: the users counted).
@@ -84,7 +86,11 @@ local function dispatch()
 end
 
 if mode == 'enqueue' then
-  local user, scan_id, score = ARGV[6], ARGV[7], ARGV[8]
+  local user, scan_id = ARGV[6], ARGV[7]
+  -- band x 2^42 + arrival: exact in a double; '%.0f' because Lua's own number-to-string
+  -- keeps 14 digits only
+  local arrival = redis.call('INCR', KEYS[4])
+  local score = string.format('%.0f', tonumber(ARGV[8]) * 4398046511104 + arrival)
   local lane = lane_prefix .. user
   if redis.call('EXISTS', lane) == 0 then redis.call('RPUSH', ring, user) end
   for i = 9, #ARGV do
