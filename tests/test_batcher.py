@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from scanstream import events as ev
-from scanstream.embedded import free_port
+from scanstream.embedded import RedisProcess, free_port
 from scanstream.errors import StoreUnavailable
 from scanstream.storage.batcher import PipelineBatcher
 from scanstream.storage.connection import client
@@ -113,6 +113,44 @@ async def test_a_cancelled_leader_does_not_strand_the_batch(redis: Redis, prefix
         scope.cancel()
     assert sorted(got) == [1, 2]
     assert await redis.get(f"{prefix}:leader") == b"1"
+
+
+@pytest.mark.parametrize("detached", [True, False], ids=["reads", "writes"])
+async def test_a_reader_stops_waiting_at_its_deadline_and_the_batch_still_goes_out(
+    redis: Redis, redis_server: RedisProcess, prefix: str, detached: bool
+) -> None:
+    """Given Redis paused for 0.6 s (CLIENT PAUSE), a detached (read) batch's first caller
+    gives up at its 0.1 s deadline while the others still get their replies once Redis
+    answers; a write batch's first caller is held until the batch is sent."""
+    batcher = PipelineBatcher(redis, detached=detached)
+    await redis.set(f"{prefix}:k", "v")
+    got: list[Any] = []
+    gave_up_after: list[float] = []
+
+    async def first() -> None:
+        began = anyio.current_time()
+        with anyio.move_on_after(0.1):
+            await batcher.command("GET", f"{prefix}:k")
+        gave_up_after.append(anyio.current_time() - began)
+
+    async def other() -> None:
+        got.append(await batcher.command("GET", f"{prefix}:k"))
+
+    pauser = client(redis_server.url)
+    try:
+        await pauser.client_pause(600, all=True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(other)
+            tg.start_soon(other)
+    finally:
+        await pauser.aclose()
+    assert got == [b"v", b"v"]
+    assert batcher.round_trips == 1
+    if detached:
+        assert gave_up_after[0] < 0.3
+    else:
+        assert gave_up_after[0] > 0.4  # shielded: the write batch is sent, then it stops
 
 
 async def test_an_unreachable_redis_fails_every_waiter_with_store_unavailable(

@@ -14,6 +14,14 @@ common slot), and each caller gets its own reply or its own error. A connection-
 failure of the pipeline is raised to every caller of that batch (the store maps it to
 `StoreUnavailable`), since none of them can know whether its call ran.
 
+Reads (`detached=True`, the API's status reads): the same coalescing, but the batch is
+sent by a task of its own and every caller, the first included, only waits for its reply.
+A read has no effect to finish, and a request must answer by its own deadline (`503
+store_unavailable` within `SCANSTREAM_REQUEST_TIMEOUT`), so no caller may be held by the
+others' batch: cancelling a waiting reader stops its wait at once, and the batch still
+goes out for the rest. Fifty concurrent status reads cost one pipeline instead of fifty
+client round trips (~45 us of redis-py CPU each, ~10 us inside a pipeline).
+
 Cancellation: the leader sends and reads the batch in a shielded scope, so cancelling the
 leader (its scan was cancelled, its strategy timed out) never aborts the other callers'
 calls half sent. The shield is bounded: a batch with no reply after `REPLY_TIMEOUT_S`
@@ -26,6 +34,7 @@ is refused or harmless.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,10 +66,12 @@ class PipelineBatcher:
     reply = await batcher.command("ZREM", key, member)
     """
 
-    def __init__(self, redis: Redis, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, redis: Redis, max_batch: int = MAX_BATCH, *, detached: bool = False) -> None:
         self.redis = redis
         self.max_batch = max(1, max_batch)
+        self.detached = detached  # reads: a task of its own sends each batch (see above)
         self._open: _Batch | None = None
+        self._senders: set[asyncio.Task[None]] = set()  # detached sends under way
         self.round_trips = 0  # pipelines sent (for tests and curiosity)
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -78,18 +89,26 @@ class PipelineBatcher:
         batch.calls.append((script, args))
         if len(batch.calls) >= self.max_batch and self._open is batch:
             self._open = None
-        if leader:
+        if leader and self.detached:
+            sender = asyncio.ensure_future(self._send_next_turn(batch))
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+            await batch.done.wait()
+        elif leader:
             with anyio.CancelScope(shield=True):
-                await anyio.lowlevel.checkpoint()  # one loop turn: ready tasks queue theirs
-                if self._open is batch:
-                    self._open = None
-                await self._send(batch)
+                await self._send_next_turn(batch)
         else:
             await batch.done.wait()
         reply = batch.replies[index]
         if isinstance(reply, BaseException):
             raise reply
         return reply
+
+    async def _send_next_turn(self, batch: _Batch) -> None:
+        await anyio.lowlevel.checkpoint()  # one loop turn: ready tasks queue theirs
+        if self._open is batch:
+            self._open = None
+        await self._send(batch)
 
     async def _send(self, batch: _Batch) -> None:
         try:

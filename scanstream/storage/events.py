@@ -106,6 +106,9 @@ class EventStore:
         # in one event-loop turn share one pipelined round trip; each stays its own fenced
         # script call (see storage/batcher.py).
         self._writes = PipelineBatcher(redis)
+        # Status reads of concurrent requests share one pipelined round trip too; each
+        # request still waits only for its own reply, by its own deadline.
+        self._reads = PipelineBatcher(redis, detached=True)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -354,7 +357,7 @@ class EventStore:
         """
         key = self.keys.events(scan_id)
         async with store_errors():
-            raw = await self.redis.xrange(key, after or "-", "+")
+            raw = await self._reads.command("XRANGE", key, after or "-", "+")
             if not raw:
                 if after is None or not await self.redis.exists(key):
                     return None
