@@ -155,7 +155,7 @@ class JobRunner:
             scope.cancel()
         label = self.labels(job.strategy)
         began = time.monotonic()
-        log.info("strategy started", extra=extra)
+        log.debug("strategy started", extra=extra)  # the stream has it: strategy.started
         metrics.ATTEMPTS.labels(label).inc()
         with scope:
             result = await self.executor.run(strategy, spec, write)

@@ -235,7 +235,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ConfigError("SCANSTREAM_REDIS_URL is not set (only `scanstream dev` embeds a Redis)")
     if args.isolation:
         settings = settings.with_(isolation=args.isolation)
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
     anyio.run(
         serve,
         settings,

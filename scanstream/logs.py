@@ -43,7 +43,8 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
-def configure(log_format: str = "text", level: int = logging.INFO) -> None:
+def configure(log_format: str = "text", level: int | str = logging.INFO) -> None:
+    """Log to stderr in `log_format`; `level` a logging level or its name ("info")."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -51,5 +52,5 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.Formatter.converter = __import__("time").gmtime

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from scanstream.errors import ConfigError
 
 ISOLATION_MODES = ("thread", "process", "inline")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 CSV_MAX_FILE_BYTES = 64 * 1024 * 1024
 # A bearer token is sent in a header: printable ASCII, no spaces.
 _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -166,6 +167,9 @@ class Settings:
     # Seconds an idle kept-alive connection stays open between requests.
     keepalive_timeout_s: int = 5
     log_format: str = "text"  # or "json"
+    # The worker logs each attempt's start at debug (the scan's stream records every
+    # attempt already); failures, time-outs and stops at warning or info.
+    log_level: str = "info"
     data_dir: str = ".scanstream"  # embedded Redis data (AOF) lives here
     sse_heartbeat_s: float = 15.0
     sse_max_per_user: int = 20  # open SSE connections one user may hold on one API process
@@ -214,6 +218,9 @@ class Settings:
         log_format = env.get("SCANSTREAM_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigError("SCANSTREAM_LOG_FORMAT must be text or json")
+        log_level = (env.get("SCANSTREAM_LOG_LEVEL") or "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"SCANSTREAM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         partitions = _int(env, "SCANSTREAM_JOB_PARTITIONS", 8)
         if not 1 <= partitions <= 256:
             raise ConfigError("SCANSTREAM_JOB_PARTITIONS must be between 1 and 256")
@@ -266,6 +273,7 @@ class Settings:
             strategy_max_memory_mb=_int(env, "SCANSTREAM_STRATEGY_MAX_MEMORY_MB", 0),
             max_body_bytes=_int(env, "SCANSTREAM_MAX_BODY", 64 * 1024),
             log_format=log_format,
+            log_level=log_level,
             data_dir=env.get("SCANSTREAM_DATA_DIR", ".scanstream"),
             sse_heartbeat_s=_float(env, "SCANSTREAM_SSE_HEARTBEAT", 15.0),
             sse_max_per_user=_int(env, "SCANSTREAM_SSE_MAX_PER_USER", 20),

@@ -404,7 +404,7 @@ async def test_inspect_metrics_and_logs_show_what_workers_do(
     running scan; /metrics counts jobs, retries and dead letters; logs carry scan id,
     strategy and attempt."""
     s = fault_settings(settings, claim_idle_ms=30_000, heartbeat_ms=1_000)  # ghost's job stays
-    env = env_for(s, SCANSTREAM_LOG_FORMAT="json")
+    env = env_for(s, SCANSTREAM_LOG_FORMAT="json", SCANSTREAM_LOG_LEVEL="debug")
     port = free_port()
     w = Proc(
         ["worker", "--concurrency", "4", "--metrics-port", str(port)],

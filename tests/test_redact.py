@@ -1,4 +1,5 @@
-"""Passwords and tokens never reach what scanstream prints or logs (`scanstream.redact`)."""
+"""Passwords and tokens never reach what scanstream prints or logs (`scanstream.redact`),
+and the logging settings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import logging
 import pytest
 
 from scanstream.api.auth import make_token
+from scanstream.errors import ConfigError
 from scanstream.logs import JsonFormatter, TextFormatter
 from scanstream.redact import redact
+from scanstream.settings import Settings
 
 TOKEN = make_token("s3cret", "alice")
 
@@ -56,3 +59,12 @@ def test_both_log_formats_mask_what_a_message_quotes() -> None:
     for shown in (text, body["message"], body["exception"]):
         assert "hunter2" not in shown and TOKEN not in shown
         assert "redis://app:***@db:6379/0" in shown
+
+
+def test_the_log_level_setting_takes_a_level_name_and_refuses_others() -> None:
+    """SCANSTREAM_LOG_LEVEL is info unless set, takes any case, and refuses an unknown
+    name at start-up instead of logging nothing."""
+    assert Settings.from_env({}).log_level == "info"
+    assert Settings.from_env({"SCANSTREAM_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+    with pytest.raises(ConfigError, match="SCANSTREAM_LOG_LEVEL"):
+        Settings.from_env({"SCANSTREAM_LOG_LEVEL": "loud"})
