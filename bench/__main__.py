@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, str] = {
     # Issue 8 (Redis faults and load): long-polls on the fan-out, the request deadline.
     "long_polls": "bench.long_polls",
     "request_deadline": "bench.request_deadline",
+    # Issue 11 (peers): no-op jobs/s, enqueue rate, status lookups beside arq and Celery.
+    "peers": "bench.peers",
 }
 # `--cluster` only (it starts a local 3+3 Redis Cluster): single redis-server vs cluster.
 CLUSTER_BENCHMARK = ("cluster", "bench.cluster")
