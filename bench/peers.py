@@ -745,14 +745,22 @@ def rows(out: dict[str, Any]) -> list[Row]:
                 )
             )
     for peer in ("arq", "celery"):
-        result.append(
+        p = out["jobs_per_s"][peer]
+        result += [
             Row(
                 NAME,
-                f"Redis commands per job vs {peer}",
+                f"Redis round trips per job vs {peer}",
+                f"{ss['redis_round_trips_per_job']}",
+                f"{p['redis_round_trips_per_job']}",
+            ),
+            # commands run inside scanstream's Lua scripts count too (commandstats)
+            Row(
+                NAME,
+                f"Redis commands per job vs {peer} (scripts' own included)",
                 f"{ss['redis_commands_per_job']}",
-                f"{out['jobs_per_s'][peer]['redis_commands_per_job']}",
-            )
-        )
+                f"{p['redis_commands_per_job']}",
+            ),
+        ]
     prefork = out.get("celery_prefork")
     if prefork:
         result.append(
