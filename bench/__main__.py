@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, str] = {
     "request_deadline": "bench.request_deadline",
     # Issue 10 (many users): one user's wait while another floods, lanes beside FIFO.
     "fair_share": "bench.fair_share",
+    # Issue 11 (peers): no-op jobs/s, enqueue rate, status lookups beside arq and Celery.
+    "peers": "bench.peers",
 }
 # `--cluster` only (it starts a local 3+3 Redis Cluster): single redis-server vs cluster.
 CLUSTER_BENCHMARK = ("cluster", "bench.cluster")
