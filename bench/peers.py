@@ -93,7 +93,7 @@ from bench.harness import (
     verdict,
 )
 from bench.noop_strategies import NAMES
-from bench.worker_throughput import bench_users, run_worker
+from bench.worker_throughput import bench_users, run_protocol, run_worker
 from scanstream.storage.keys import Keys
 
 NAME = "peers"
@@ -107,6 +107,7 @@ POLL_S = 0.005
 ARQ_DB, CELERY_BROKER_DB, CELERY_BACKEND_DB = 1, 2, 3
 ARQ_QUEUE, CELERY_QUEUE = "arq:queue", "celery"
 CONCURRENCY = 128  # scanstream's --concurrency, arq's max_jobs
+INLINE = "scanstream inline"  # the like-for-like run: jobs on the worker's own loop
 ENQUEUE_IN_FLIGHT = 100  # client calls in flight while enqueueing (arq, scanstream)
 STATUS_IN_FLIGHT = 50  # status lookups in flight (and 1: sequential)
 STATUS_PREFIX = "benchpeers"
@@ -622,16 +623,22 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
         "versions": {"arq": arq_versions, "celery": celery_versions},
         "settings": {
             "scanstream": {
-                "worker": f"scanstream worker --concurrency {CONCURRENCY} (log level INFO)",
+                "worker": f"scanstream worker --concurrency {CONCURRENCY} (as shipped: "
+                "thread isolation, log level INFO, attempts' starts at debug)",
+                INLINE: "the same with --isolation inline",
                 "enqueue": f"ScanService.create_scan, {ENQUEUE_IN_FLIGHT} scans in flight",
             },
             "arq": ARQ_SETTINGS,
             "celery": CELERY_SETTINGS,
         },
-        "runs": {"scanstream": [], "arq": [], "celery": []},
+        "runs": {"scanstream": [], INLINE: [], "arq": [], "celery": []},
     }
     measure_jobs: dict[str, Callable[[], dict[str, Any]]] = {
         "scanstream": lambda: run_worker(b, scans, CONCURRENCY, label="scanstream worker"),
+        # like for like: arq runs jobs on its worker's loop, Celery solo in its process
+        INLINE: lambda: run_worker(
+            b, scans, CONCURRENCY, ["--isolation", "inline"], "scanstream worker, inline"
+        ),
         "arq": lambda: arq_jobs(b, arq_python, jobs),
         "celery": lambda: celery_jobs(b, celery_python, jobs),
     }
@@ -650,6 +657,9 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
         name: max((r["jobs_per_cpu_s"] or 0 for r in runs), default=0)
         for name, runs in out["runs"].items()
     }
+    say("  protocol floor: the same scans' fenced writes alone (bench.bare_consumer) ...")
+    out["protocol_floor"] = run_protocol(b, scans)
+    say(f"    {_line(out['protocol_floor'])}")
     if not b.quick:
         say("  celery --pool prefork --concurrency 1 -O fair (two processes) ...")
         try:
@@ -732,6 +742,25 @@ def rows(out: dict[str, Any]) -> list[Row]:
             "",
         )
     )
+    inline, floor = out["jobs_per_s"][INLINE], out["protocol_floor"]
+    for peer in ("arq", "celery"):
+        p = out["jobs_per_s"][peer]
+        result += [
+            Row(
+                NAME,
+                f"  like for like, scanstream --isolation inline vs {peer}",
+                f"{inline['jobs_per_s']}",
+                f"{p['jobs_per_s']}",
+                f"{inline['jobs_per_s'] / p['jobs_per_s']:.2f}",
+            ),
+            Row(
+                NAME,
+                f"  floor: the 2 fenced writes per job alone vs {peer}",
+                f"{floor['jobs_per_s']}",
+                f"{p['jobs_per_s']}",
+                f"{floor['jobs_per_s'] / p['jobs_per_s']:.2f}",
+            ),
+        ]
     per_cpu = out["jobs_per_cpu_s"]
     for peer in ("arq", "celery"):
         if per_cpu["scanstream"] and per_cpu[peer]:
