@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, str] = {
     "request_deadline": "bench.request_deadline",
     # Issue 10 (many users): one user's wait while another floods, lanes beside FIFO.
     "fair_share": "bench.fair_share",
+    # Issue 11: the built-in strategies doing real work, on 1 and 2 worker processes.
+    "seed_scan": "bench.seed_scan",
 }
 # `--cluster` only (it starts a local 3+3 Redis Cluster): single redis-server vs cluster.
 CLUSTER_BENCHMARK = ("cluster", "bench.cluster")
