@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, str] = {
     "fair_share": "bench.fair_share",
     # Issue 11 (peers): no-op jobs/s, enqueue rate, status lookups beside arq and Celery.
     "peers": "bench.peers",
+    # Issue 11: the built-in strategies doing real work, on 1 and 2 worker processes.
+    "seed_scan": "bench.seed_scan",
+    # Issue 11: status reads and rebuilds of 100 to 10,000-event logs; SSE to 5,000.
+    "growth": "bench.growth",
 }
 # `--cluster` only (it starts a local 3+3 Redis Cluster): single redis-server vs cluster.
 CLUSTER_BENCHMARK = ("cluster", "bench.cluster")
