@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -152,6 +153,26 @@ def test_market_for_shares_one_market_per_params() -> None:
     p = parse_params({"seed": 123})
     assert market_for(p) is market_for(parse_params({"seed": 123}))
     assert market_for(parse_params({"seed": 124})) is not market_for(p)
+
+
+def test_strategies_starting_together_share_one_build() -> None:
+    """Given 14 threads asking at once for a market nobody built yet (a scan's 14 strategy
+    threads), then they all get the one same market: it was built once, not 14 times."""
+    p = parse_params({"seed": 98765, "bars": 600})
+    start = threading.Barrier(14)
+    got: list[object] = []
+
+    def strategy() -> None:
+        start.wait()
+        got.append(market_for(p))
+
+    threads = [threading.Thread(target=strategy) for _ in range(14)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(got) == 14
+    assert len({id(m) for m in got}) == 1
 
 
 # --- params -------------------------------------------------------------------------------
