@@ -14,9 +14,9 @@ Idempotence rules:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from scanstream.events import (
     ErrorInfo,
@@ -40,6 +40,9 @@ StrategyState = Literal["pending", "running", "completed", "failed", "cancelled"
 TERMINAL_SCAN_STATES = frozenset({"completed", "failed", "cancelled"})
 TERMINAL_STRATEGY_STATES = frozenset({"completed", "failed", "cancelled"})
 MAX_WARNINGS_KEPT = 20
+StrategyEvent = (
+    StrategyStarted | StrategyProgress | OpportunityFound | StrategyCompleted | StrategyFailed
+)
 
 
 @dataclass
@@ -157,91 +160,104 @@ def _apply(view: ScanView, entry: LogEntry) -> None:
     if event is None:
         _warn(view, entry, entry.problem or "unreadable entry")
         return
-    if event.event_id in view.seen_event_ids:
+    seen = view.seen_event_ids
+    if event.event_id in seen:
         return
-    view.seen_event_ids.add(event.event_id)
-    if view.terminal:
+    seen.add(event.event_id)
+    if view.state in TERMINAL_SCAN_STATES:
         _warn(view, entry, f"{entry.type} after the scan ended")
         return
-    if not isinstance(event, ScanRequested) and not view.exists:
+    apply = _APPLY.get(type(event))
+    if apply is not _requested and view.user_id is None:
         _warn(view, entry, f"{entry.type} before scan.requested")
         return
     view.events_folded += 1
-    match event:
-        case ScanRequested():
-            if view.exists:
-                _warn(view, entry, "a second scan.requested")
-                return
-            view.user_id = event.user_id
-            view.params = dict(event.params)
-            view.created_at = event.ts
-            view.strategies = {name: StrategyView(name) for name in event.strategies}
-        case (
-            StrategyStarted()
-            | StrategyProgress()
-            | OpportunityFound()
-            | StrategyCompleted()
-            | StrategyFailed()
-        ):
-            _apply_strategy_event(view, entry, event)
-        case ScanCancelRequested():
-            view.cancel_requested = True
-        case ScanCompleted() | ScanFailed() | ScanCancelled():
-            _end(view, event)
+    if apply is not None:
+        apply(view, entry, event)
     view.updated_at = event.ts
 
 
-def _apply_strategy_event(
-    view: ScanView,
-    entry: LogEntry,
-    event: StrategyStarted
-    | StrategyProgress
-    | OpportunityFound
-    | StrategyCompleted
-    | StrategyFailed,
-) -> None:
+# One function per event type, found by the event's class: the fold's hot path is a dict
+# lookup, not a chain of isinstance checks (the fold is a third of a status rebuild).
+
+
+def _requested(view: ScanView, entry: LogEntry, event: ScanRequested) -> None:
+    if view.exists:
+        _warn(view, entry, "a second scan.requested")
+        return
+    view.user_id = event.user_id
+    view.params = dict(event.params)
+    view.created_at = event.ts
+    view.strategies = {name: StrategyView(name) for name in event.strategies}
+
+
+def _cancel_requested(view: ScanView, entry: LogEntry, event: ScanCancelRequested) -> None:
+    view.cancel_requested = True
+
+
+def _strategy_of(view: ScanView, entry: LogEntry, event: StrategyEvent) -> StrategyView | None:
+    """The strategy an event is about, or None when the event must not change it."""
     strategy = view.strategies.get(event.strategy)
     if strategy is None:
         _warn(view, entry, f"strategy {event.strategy!r} is not part of this scan")
-        return
+        return None
     if strategy.terminal or event.attempt < strategy.attempts:
-        return  # late or repeated: never regresses a strategy
-    match event:
-        case StrategyStarted():
-            if event.attempt == strategy.attempts and strategy.state == "running":
-                return
-            strategy.attempts = event.attempt
-            strategy.state = "running"
-            strategy.progress = 0.0
-            strategy.started_at = strategy.started_at or event.ts
-            if view.state == "queued":
-                view.state = "running"
-        case StrategyProgress():
-            if event.attempt == strategy.attempts:
-                strategy.progress = event.progress
-                strategy.message = event.message
-        case OpportunityFound():
-            opportunity = event.opportunity
-            if opportunity.id not in view.opportunities:
-                view.opportunities[opportunity.id] = opportunity
-                strategy.opportunities += 1
-        case StrategyCompleted():
-            strategy.attempts = event.attempt
-            strategy.state = "completed"
-            strategy.error = None  # an earlier attempt's failure no longer describes it
-            strategy.progress = 1.0
-            strategy.finished_at = event.ts
-        case StrategyFailed():
-            strategy.attempts = event.attempt
-            strategy.error = event.error
-            if event.final:
-                strategy.state = "failed"
-                strategy.finished_at = event.ts
-            else:
-                strategy.state = "pending"  # a retry follows
+        return None  # late or repeated: never regresses a strategy
+    return strategy
 
 
-def _end(view: ScanView, event: ScanEnded) -> None:
+def _started(view: ScanView, entry: LogEntry, event: StrategyStarted) -> None:
+    strategy = _strategy_of(view, entry, event)
+    if strategy is None or (event.attempt == strategy.attempts and strategy.state == "running"):
+        return
+    strategy.attempts = event.attempt
+    strategy.state = "running"
+    strategy.progress = 0.0
+    strategy.started_at = strategy.started_at or event.ts
+    if view.state == "queued":
+        view.state = "running"
+
+
+def _progress(view: ScanView, entry: LogEntry, event: StrategyProgress) -> None:
+    strategy = _strategy_of(view, entry, event)
+    if strategy is not None and event.attempt == strategy.attempts:
+        strategy.progress = event.progress
+        strategy.message = event.message
+
+
+def _found(view: ScanView, entry: LogEntry, event: OpportunityFound) -> None:
+    strategy = _strategy_of(view, entry, event)
+    opportunity = event.opportunity
+    if strategy is not None and opportunity.id not in view.opportunities:
+        view.opportunities[opportunity.id] = opportunity
+        strategy.opportunities += 1
+
+
+def _completed(view: ScanView, entry: LogEntry, event: StrategyCompleted) -> None:
+    strategy = _strategy_of(view, entry, event)
+    if strategy is None:
+        return
+    strategy.attempts = event.attempt
+    strategy.state = "completed"
+    strategy.error = None  # an earlier attempt's failure no longer describes it
+    strategy.progress = 1.0
+    strategy.finished_at = event.ts
+
+
+def _failed(view: ScanView, entry: LogEntry, event: StrategyFailed) -> None:
+    strategy = _strategy_of(view, entry, event)
+    if strategy is None:
+        return
+    strategy.attempts = event.attempt
+    strategy.error = event.error
+    if event.final:
+        strategy.state = "failed"
+        strategy.finished_at = event.ts
+    else:
+        strategy.state = "pending"  # a retry follows
+
+
+def _end(view: ScanView, entry: LogEntry, event: ScanEnded) -> None:
     match event:
         case ScanCompleted():
             view.state = "completed"
@@ -255,3 +271,17 @@ def _end(view: ScanView, event: ScanEnded) -> None:
         if not strategy.terminal:
             strategy.state = "cancelled"
             strategy.finished_at = event.ts
+
+
+_APPLY: dict[type, Callable[[ScanView, LogEntry, Any], None]] = {
+    ScanRequested: _requested,
+    StrategyStarted: _started,
+    StrategyProgress: _progress,
+    OpportunityFound: _found,
+    StrategyCompleted: _completed,
+    StrategyFailed: _failed,
+    ScanCancelRequested: _cancel_requested,
+    ScanCompleted: _end,
+    ScanFailed: _end,
+    ScanCancelled: _end,
+}

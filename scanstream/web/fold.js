@@ -105,7 +105,7 @@ const ScanFold = (() => {
     return view;
   }
 
-  // projection._apply_strategy_event
+  // projection._strategy_of and the strategy events' handlers (_started, _progress, ...)
   function applyStrategy(view, e) {
     const s = view.strategies.get(e.strategy);
     if (!s) { warn(view, e, `strategy ${pyRepr(String(e.strategy))} is not part of this scan`); return; }
