@@ -10,7 +10,10 @@ one), side by side in one run, with the same worker, API and settings:
 3. commands per master (INFO commandstats, `calls` summed over every command, after
    CONFIG RESETSTAT on every master) during 1. on the cluster, and during a phase of many
    scans (200 x 14 no-ops POSTed through the API by 20 users, then drained by the
-   worker). No hot shard: the busiest master serves at most 1.25 x the mean.
+   worker). No hot shard: the busiest master serves at most 1.25 x the mean;
+4. what the durability option costs: the no-op jobs of 1. on the cluster again with the
+   worker's SCANSTREAM_DURABLE_REPLICAS=1 (each strategy end and terminal event waits for
+   one replica: WAIT on the scan's node), beside 1.'s cluster figure.
 
 The bench's own observation commands (INFO, XINFO, CONFIG, and the CLUSTER / COMMAND
 discovery of its clients) are left out of every count. Redis CPU is not compared: the
@@ -147,9 +150,11 @@ def spread(counts: dict[str, int]) -> dict[str, Any]:
 # -- 1. no-op jobs ---------------------------------------------------------------------
 
 
-def run_jobs(b: Bench, scans: int, label: str) -> dict[str, Any]:
+def run_jobs(b: Bench, scans: int, label: str, *, durable: int = 0) -> dict[str, Any]:
     """bench.worker_throughput's run_worker, with CONFIG RESETSTAT on a cluster's masters
-    once the jobs are queued, and the commands per master read when they are drained."""
+    once the jobs are queued, and the commands per master read when they are drained.
+    `durable`: the worker's SCANSTREAM_DURABLE_REPLICAS (every strategy end and terminal
+    event waits for that many replicas: WAIT on the scan's node)."""
     cb = b if isinstance(b, ClusterBench) else None
     b.flush()
     prefix = "benchcl"
@@ -160,6 +165,7 @@ def run_jobs(b: Bench, scans: int, label: str) -> dict[str, Any]:
         CONCURRENCY,
         name=f"worker-{label}",
         SCANSTREAM_JOB_PARTITIONS=str(PARTITIONS),
+        SCANSTREAM_DURABLE_REPLICAS=str(durable),
     )
     if cb is not None:
         cb.reset_stats()
@@ -312,6 +318,12 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
             f"{m['verify']['scans_checked']} scans: "
             f"{m['verify']['problems'] or 'all completed, one terminal event each'}"
         )
+        say(
+            "  4. durability: the no-op jobs on the cluster again with "
+            "SCANSTREAM_DURABLE_REPLICAS=1 (WAIT 1 after each strategy end and terminal event) ..."
+        )
+        out["durable"] = run_jobs(cb, scans, "cluster-durable", durable=1)
+        say(f"    {_jobs_line(out['durable'])}")
         say()
         _print_summary(out)
     finally:
@@ -416,6 +428,17 @@ def rows(out: dict[str, Any]) -> list[Row]:
             _ratio(rc["requests_per_cpu_s"], rs["requests_per_cpu_s"]),
         ),
     ]
+    durable = out["durable"]
+    result.append(
+        Row(
+            NAME,
+            "no-op jobs/s on the cluster: SCANSTREAM_DURABLE_REPLICAS=1 vs 0",
+            f"{durable['jobs_per_s']}",
+            f"{jc['jobs_per_s']}",
+            _ratio(durable["jobs_per_s"], jc["jobs_per_s"]),
+            verdict="" if not durable["verify"]["problems"] else "MISS (scans did not complete)",
+        )
+    )
     m = out["scans_phase"]
     for label, s in (
         ("no-op jobs", jc["commands"]),
