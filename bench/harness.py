@@ -225,12 +225,15 @@ class Bench:
             return [sys.executable, "-m", "bench.variant", *variant, "--", *args]
         return [sys.executable, "-m", "scanstream", *args]
 
-    def api(self, prefix: str, *, variant: Sequence[str] = (), name: str = "api") -> Proc:
+    def api(
+        self, prefix: str, *, variant: Sequence[str] = (), name: str = "api", **env: str
+    ) -> Proc:
         port = free_port()
         argv = self._scanstream(
             ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], variant
         )
-        return Proc(name, argv, self.env(prefix), self.log_dir / f"{name}-{port}.log", port=port)
+        log = self.log_dir / f"{name}-{port}.log"
+        return Proc(name, argv, self.env(prefix, **env), log, port=port)
 
     def worker(
         self,

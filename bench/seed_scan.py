@@ -458,13 +458,9 @@ def _get(api: Proc, scan_id: str, user: str, path: str) -> None:
 
 
 def _api(b: Bench, name: str) -> Proc:
-    api = b.api(PREFIX, name=name)
-    api.env = {
-        **api.env,
-        "SCANSTREAM_STRATEGIES": "",
-        "SCANSTREAM_MAX_SCAN_COST": str(MAX_SCAN_COST),
-    }
-    return api
+    return b.api(
+        PREFIX, name=name, SCANSTREAM_STRATEGIES="", SCANSTREAM_MAX_SCAN_COST=str(MAX_SCAN_COST)
+    )
 
 
 # -- the in-process baseline -----------------------------------------------------------
