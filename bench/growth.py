@@ -58,26 +58,12 @@ from bench.harness import (
 )
 from bench.status_reads import CONNECTIONS, load_status
 from scanstream.storage.keys import Keys
+from scanstream.strategies.registry import builtin_strategies
 
 NAME = "growth"
 PREFIX = "bench11g"
 SIZES = (100, 1_000, 10_000)
-STRATEGIES = [
-    "momentum",
-    "mean_reversion",
-    "breakout",
-    "rsi",
-    "macd_cross",
-    "bollinger_squeeze",
-    "volume_spike",
-    "pairs_spread",
-    "cross_venue_arbitrage",
-    "funding_carry",
-    "basis_carry",
-    "trend_following",
-    "vwap_deviation",
-    "relative_strength",
-]
+STRATEGIES = list(builtin_strategies())  # the 14 built-ins, as a seed scan asks for
 FIXED = 2 + 2 * len(STRATEGIES)  # requested, terminal, each strategy's started + completed
 BATCH = 50  # events per append call
 MAX_EVENTS_PER_SCAN = 20_000  # the worker's default SCANSTREAM_MAX_EVENTS_PER_SCAN

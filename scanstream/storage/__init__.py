@@ -15,7 +15,7 @@ this package as `StoreUnavailable`.
 | the Lua scripts, by name (sources in `lua/`), and pipelines of script calls | `scripts.py` |
 | writes that wait for replicas (`SCANSTREAM_DURABLE_REPLICAS`) | `replication.py` |
 | a scan's stream and fence: create, fenced writes, end, read a page | `events.py` |
-| coalescing concurrent writes into one pipeline per loop turn | `batcher.py` |
+| coalescing concurrent writes, and status reads, into one pipeline per loop turn | `batcher.py` |
 | following many streams at once: the live tail | `tail.py` |
 | the running set: deadlines, `inspect running` | `running.py` |
 | a user's scan list, idempotency keys | `index.py` |
