@@ -153,6 +153,35 @@ async def test_a_reader_stops_waiting_at_its_deadline_and_the_batch_still_goes_o
         assert gave_up_after[0] > 0.4  # shielded: the write batch is sent, then it stops
 
 
+async def test_a_read_batch_nobody_waits_for_any_more_is_dropped(
+    redis: Redis, redis_server: RedisProcess, prefix: str
+) -> None:
+    """Given Redis paused, when every reader of a batch gives up at its deadline, then its
+    send is cancelled (no connection stays held for it), and the next reads, once Redis
+    answers, go out in a batch of their own and get their replies."""
+    batcher = PipelineBatcher(redis, detached=True)
+    await redis.set(f"{prefix}:k", "v")
+
+    async def impatient() -> None:
+        with anyio.move_on_after(0.1):
+            await batcher.command("GET", f"{prefix}:k")
+
+    pauser = client(redis_server.url)
+    try:
+        await pauser.client_pause(500, all=True)
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(impatient)
+        await anyio.sleep(0.05)
+        assert not batcher._senders  # the dropped batch's send was cancelled
+        await anyio.sleep(0.5)  # the pause is over
+        got = await _gather(*((lambda: batcher.command("GET", f"{prefix}:k")) for _ in range(2)))
+    finally:
+        await pauser.aclose()
+    assert got == [b"v", b"v"]
+    assert batcher.round_trips == 2
+
+
 async def test_an_unreachable_redis_fails_every_waiter_with_store_unavailable(
     prefix: str,
 ) -> None:

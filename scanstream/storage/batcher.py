@@ -19,8 +19,9 @@ sent by a task of its own and every caller, the first included, only waits for i
 A read has no effect to finish, and a request must answer by its own deadline (`503
 store_unavailable` within `SCANSTREAM_REQUEST_TIMEOUT`), so no caller may be held by the
 others' batch: cancelling a waiting reader stops its wait at once, and the batch still
-goes out for the rest. Fifty concurrent status reads cost one pipeline instead of fifty
-client round trips (~45 us of redis-py CPU each, ~10 us inside a pipeline).
+goes out for the rest; once every caller has given up, the send is cancelled. Fifty
+concurrent status reads cost one pipeline instead of fifty client round trips (~45 us of
+redis-py CPU each, ~10 us inside a pipeline).
 
 Cancellation: the leader sends and reads the batch in a shielded scope, so cancelling the
 leader (its scan was cancelled, its strategy timed out) never aborts the other callers'
@@ -51,12 +52,14 @@ REPLY_TIMEOUT_S = 10.0
 
 
 class _Batch:
-    __slots__ = ("calls", "done", "replies")
+    __slots__ = ("calls", "done", "replies", "sender", "waiting")
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.replies: list[Any] = []
         self.done = anyio.Event()
+        self.sender: asyncio.Task[None] | None = None  # detached batches: the task sending it
+        self.waiting = 0  # detached batches: callers still waiting for their replies
 
 
 class PipelineBatcher:
@@ -89,11 +92,8 @@ class PipelineBatcher:
         batch.calls.append((script, args))
         if len(batch.calls) >= self.max_batch and self._open is batch:
             self._open = None
-        if leader and self.detached:
-            sender = asyncio.ensure_future(self._send_next_turn(batch))
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
-            await batch.done.wait()
+        if self.detached:
+            await self._wait_detached(batch, leader)
         elif leader:
             with anyio.CancelScope(shield=True):
                 await self._send_next_turn(batch)
@@ -103,6 +103,24 @@ class PipelineBatcher:
         if isinstance(reply, BaseException):
             raise reply
         return reply
+
+    async def _wait_detached(self, batch: _Batch, leader: bool) -> None:
+        """Wait for a detached batch's replies; the last caller to give up (its deadline)
+        cancels the send, so a frozen Redis does not hold a connection for batches
+        nobody waits for any more (redis-py drops a connection cut off mid-reply)."""
+        if leader:
+            batch.sender = asyncio.ensure_future(self._send_next_turn(batch))
+            self._senders.add(batch.sender)
+            batch.sender.add_done_callback(self._senders.discard)
+        batch.waiting += 1
+        try:
+            await batch.done.wait()
+        finally:
+            batch.waiting -= 1
+            if batch.waiting == 0 and not batch.done.is_set() and batch.sender is not None:
+                if self._open is batch:  # nobody may join a batch that is being dropped
+                    self._open = None
+                batch.sender.cancel()
 
     async def _send_next_turn(self, batch: _Batch) -> None:
         await anyio.lowlevel.checkpoint()  # one loop turn: ready tasks queue theirs
