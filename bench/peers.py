@@ -28,8 +28,8 @@ Settings (every one is in the figures, `settings`):
   Client: `noop.delay()` in a loop from one thread (each call also subscribes to the
   task's result channel: the Redis backend's default); `AsyncResult(id).state`.
 - Both peers' workers log warnings only (their INFO logs two lines per job); scanstream's
-  worker runs as shipped (`scanstream worker --concurrency 128`, INFO: one line per job
-  attempt). Both venvs have hiredis (arq's redis[hiredis] brings it; Celery's gets it
+  worker runs as shipped (`scanstream worker --concurrency 128`, log level INFO, which
+  logs nothing per successful job). Both venvs have hiredis (arq's redis[hiredis] brings it; Celery's gets it
   added), as scanstream's redis[hiredis] does.
 
 Measured, for each of the three:

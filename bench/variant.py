@@ -12,7 +12,7 @@ It lets the benchmarks measure alternatives without editing scanstream:
 - `--rebuild-per-request`: the projection cache forgets the scan before every read, so
   each status request reads the whole log and folds it (the design the cache replaces);
 - `--log-level LEVEL`: `scanstream.logs.configure` sets this root level instead of INFO
-  (the worker logs one INFO line per job attempt);
+  (before issue 11 the worker logged each attempt's start at INFO);
 - `--isolation MODE`: the worker runs strategies `thread` (as shipped), `process` or
   `inline` (on its own loop, as before issue 8);
 - `--legacy-client`: the Redis client as before issue 8 (a pool that fails when full,

@@ -300,9 +300,8 @@ class ScanService:
         job stream live in different hash slots, so they cannot be written atomically.
         Jobs are queued only after the scan exists (a worker would drop a job for a missing
         scan). If the process dies between the last two writes the scan stays `queued`
-        until its deadline:
-        the job writes are never repeated, because `create_scan` tells us whether this
-        call created the scan and only that call enqueues.
+        until its deadline: the job writes are never repeated, because `create_scan` tells
+        us whether this call created the scan and only that call enqueues.
 
         So the writes are shielded from the request's deadline: once the first is sent, a
         Redis slow to answer gets them all (the request itself answers 503 in time), a

@@ -77,6 +77,11 @@ class PipelineBatcher:
         self._senders: set[asyncio.Task[None]] = set()  # detached sends under way
         self.round_trips = 0  # pipelines sent (for tests and curiosity)
 
+    @property
+    def sends_under_way(self) -> int:
+        """Detached batches being sent now (tests, and curiosity)."""
+        return len(self._senders)
+
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         return await self._call(script, (len(keys), *keys, *args))
 
