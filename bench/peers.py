@@ -29,8 +29,8 @@ Settings (every one is in the figures, `settings`):
   task's result channel: the Redis backend's default); `AsyncResult(id).state`.
 - Both peers' workers log warnings only (their INFO logs two lines per job); scanstream's
   worker runs as shipped (`scanstream worker --concurrency 128`, log level INFO, which
-  logs nothing per successful job). Both venvs have hiredis (arq's redis[hiredis] brings it; Celery's gets it
-  added), as scanstream's redis[hiredis] does.
+  logs nothing per successful job). Both venvs have hiredis (arq's redis[hiredis]
+  brings it; Celery's gets it added), as scanstream's redis[hiredis] does.
 
 Measured, for each of the three:
 
