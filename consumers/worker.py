@@ -84,6 +84,7 @@ class Worker:
         self.reaper = Reaper(self.storage, settings, self.name)
         self.inflight: dict[str, Run] = {}
         self._reserved = 0  # slots asked for by reads still out (see _partition_reader)
+        self._runs_ended = 0  # paces the reads (see _partition_reader)
         # The partition readers' turns at the free slots, first come, first served.
         self._turn = anyio.Lock(fast_acquire=True)
         # Set when a run ends, if anyone waits for that (`_run_end`); then dropped.
@@ -149,6 +150,15 @@ class Worker:
         slot is free, reserving nothing: idle partitions hold no slot from busy ones. So
         a worker may start up to one job per idle partition beyond `--concurrency` when
         they all get one at once.
+
+        Pacing: a read takes one job more than twice the runs that ended since the
+        reader's last read (`_paced`). Slots that runs freed are refilled in one read, so
+        a busy worker's batches stay full; slots that were free because the worker was
+        idle are filled one job a read. So the workers woken by a burst of jobs take
+        turns at it, and a worker whose strategies compute hard (its loop waits for the
+        GIL) reads slower and takes fewer. Without pacing, the worker woken first took
+        every job its slots allowed: one scan's 14 jobs landed 13 on one worker and 1 on
+        the other, and a second worker could not shorten a scan of heavy strategies.
         """
         backoff = _Backoff()
         gather = max(1, self.concurrency // 4)
@@ -158,9 +168,13 @@ class Worker:
         # from its AOF) delivered jobs to us that we never saw. Without this they would
         # wait a claim idle time for the reclaim loop.
         position = ">"
+        ended_at_last_read = self._runs_ended
         while not self._draining:
             async with self._turn:
                 count = await self._slots_for_read(busy or position != ">", gather)
+                if position == ">":
+                    count = _paced(count, self._runs_ended - ended_at_last_read)
+                    ended_at_last_read = self._runs_ended
                 reserved = count if busy else 0
                 self._reserved += reserved
             if count <= 0:
@@ -228,6 +242,7 @@ class Worker:
             ack = await self.runner.run_job(run)
         finally:
             self.inflight.pop(run.job.id, None)
+            self._runs_ended += 1
             metrics.INFLIGHT.dec()
             if self._run_ended is not None:
                 self._run_ended.set()
@@ -439,6 +454,12 @@ class Worker:
                 return
             except StoreUnavailable as exc:
                 await backoff.wait(exc)
+
+
+def _paced(free: int, runs_ended: int) -> int:
+    """How many of `free` slots a read may fill, `runs_ended` runs after the reader's last
+    read (see Worker._partition_reader)."""
+    return min(free, 1 + 2 * runs_ended)
 
 
 class _Backoff:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,6 +228,30 @@ async def test_fifty_strategies_finishing_together_write_one_terminal_event(
         assert isinstance(end, ev.ScanCompleted) and end.strategies_completed == 50
         workers_seen |= {st.worker for _, st in started_events(entries)}
     assert len(workers_seen) == 2  # both processes raced for the end
+
+
+async def test_two_idle_workers_share_one_scans_jobs(
+    settings: Settings, store: EventStore, tmp_path: Path
+) -> None:
+    """Given two idle worker processes of 16 slots each, when one scan of 14 strategies
+    that each compute for 0.3 s without awaiting is created, each worker runs at least 4
+    of them: a second worker shortens a scan of heavy strategies (the worker woken first
+    took 13 of 14 before its reads ramped up)."""
+    s = fault_settings(settings, strategy_modules=("tests.support.many_strategies",))
+    names = [f"n{i:02d}" for i in range(14)]
+    with running(
+        worker(s, tmp_path, "a", concurrency=16), worker(s, tmp_path, "b", concurrency=16)
+    ) as procs:
+        workers = [await consumer_name(p) for p in procs]
+        await anyio.sleep(0.5)  # both workers' readers are blocked waiting for jobs
+        scan_id = await start_scan(store, names, {"compute_s": 0.3})
+        view = await wait_until_ended(store, scan_id, timeout_s=30)
+    entries = await store.read(scan_id)
+    assert view.state == "completed"
+    assert_log_is_sound(entries)
+    per_worker = Counter(st.worker for _, st in started_events(entries))
+    assert set(per_worker) == set(workers), per_worker
+    assert min(per_worker.values()) >= 4, per_worker
 
 
 async def test_cancel_stops_strategies_in_worker_processes_within_a_second(
