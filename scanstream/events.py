@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -158,8 +158,18 @@ class LogEntry(msgspec.Struct, frozen=True):
     problem: str | None = None
 
 
+_last_second: tuple[int, str] = (-1, "")  # (unix second, its "YYYY-MM-DDTHH:MM:SS")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time now, UTC, to the millisecond: "2026-12-08T01:45:11.123Z". Every event is
+    stamped with it (several per job): the seconds part is formatted once per second."""
+    global _last_second
+    ms = time.time_ns() // 1_000_000
+    second, milli = divmod(ms, 1000)
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_last_second[1]}.{milli:03d}Z"
 
 
 def new_event_id() -> str:

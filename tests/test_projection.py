@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,3 +271,15 @@ def test_an_older_schema_version_is_upcast_and_keeps_folding(monkeypatch: Any) -
     entry = ev.decode("5-0", "strategy.progress", data)
     assert isinstance(entry.event, ev.StrategyProgress)
     assert entry.event.v == 2 and entry.event.message == " (from v1)"
+
+
+def test_event_times_are_utc_milliseconds_that_read_back_to_the_clock() -> None:
+    """Every event's `ts`: RFC 3339, UTC, milliseconds, "Z"; read back, it is the clock's
+    time within the call (it is formatted from a per-second cache)."""
+    for _ in range(3):
+        before = time.time_ns() // 1_000_000
+        ts = ev.now_rfc3339()
+        after = time.time_ns() // 1_000_000
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ts), ts
+        assert before <= ev.ts_ms(ts) <= after
+        time.sleep(0.6)  # the next one is in another second at least once
