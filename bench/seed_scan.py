@@ -71,7 +71,7 @@ from bench.harness import (
     verdict,
 )
 from scanstream.events import TERMINAL_TYPES
-from scanstream.storage.keys import Keys
+from scanstream.storage.keys import DEFAULT_PARTITIONS, Keys
 
 NAME = "seed_scan"
 PREFIX = "bench11s"
@@ -188,7 +188,9 @@ def stop_children(pids: set[int]) -> None:
 
 
 def wait_readers(r: redis.Redis, procs: Sequence[Proc], timeout_s: float = 60.0) -> None:
-    """Until each worker has a blocking XREADGROUP out (its partition readers are up)."""
+    """Until every worker's partition readers have their blocking XREADGROUPs out, one per
+    job partition each (counting one per worker let a scan start while the second
+    worker was still connecting: the first then took 13 of its 14 jobs)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for p in procs:
@@ -196,7 +198,7 @@ def wait_readers(r: redis.Redis, procs: Sequence[Proc], timeout_s: float = 60.0)
         blocked = sum(
             1 for c in r.client_list() if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
         )
-        if blocked >= len(procs):
+        if blocked >= len(procs) * DEFAULT_PARTITIONS:
             return
         time.sleep(0.05)
     raise RuntimeError(f"workers not reading jobs after {timeout_s}s")

@@ -5,17 +5,20 @@ Pure tests: no Redis.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 
 from scanstream.errors import InvalidRequest
 from scanstream.market import (
+    CACHE_SIZE,
     DEFAULT_SYMBOLS,
     DEFAULT_VENUES,
     CsvMarket,
@@ -173,6 +176,24 @@ def test_strategies_starting_together_share_one_build() -> None:
         t.join(timeout=30)
     assert len(got) == 14
     assert len({id(m) for m in got}) == 1
+
+
+def test_a_market_still_in_use_is_not_built_again_after_the_cache_moved_on() -> None:
+    """Given a scan's market held by its running strategies, when more other markets are
+    asked for than the cache keeps, then the scan's later strategies still get the very
+    market the earlier ones hold (a rebuild would cost its CPU and its memory twice); and
+    once nothing holds it and the cache has moved on, its memory is freed."""
+    params = parse_params({"seed": 4242, "bars": 300})
+    held = market_for(params)
+    for seed in range(5000, 5000 + CACHE_SIZE + 2):
+        market_for(parse_params({"seed": seed, "bars": 300}))
+    assert market_for(params) is held
+    gone = weakref.ref(held)
+    del held
+    for seed in range(6000, 6000 + CACHE_SIZE + 2):
+        market_for(parse_params({"seed": seed, "bars": 300}))
+    gc.collect()
+    assert gone() is None
 
 
 # --- params -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ share one market instead of each building its own.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from concurrent.futures import Future
@@ -44,6 +45,9 @@ __all__ = [
 
 CACHE_SIZE = 4  # a market can be large: up to ~30 MB (see MAX_SYNTHETIC_BARS)
 _cache: OrderedDict[Hashable, Market] = OrderedDict()
+# Every market still referenced anywhere (a running strategy holds its scan's), cached or
+# not: a market evicted while its scan runs is found here instead of being built again.
+_alive: weakref.WeakValueDictionary[Hashable, Market] = weakref.WeakValueDictionary()
 _building: dict[Hashable, Future[Market]] = {}  # builds under way, so each key builds once
 _lock = threading.Lock()
 
@@ -65,7 +69,9 @@ def market_for(params: MarketParams, csv_settings: CsvSettings | None = None) ->
 
     One build per key at a time: the 14 strategy threads of a scan that start together
     wait for the first one's build instead of each building the same market (14 builds of
-    a 250,000-bar market cost 3.5 s of CPU where one costs 0.24 s).
+    a 250,000-bar market cost 3.5 s of CPU where one costs 0.24 s). And a market that
+    anything still holds is never built twice: with more scans running than the cache
+    holds, a scan's later strategies get the market its earlier ones hold.
     """
     key: Hashable = (params, None)
     if params.source == "csv":
@@ -74,8 +80,10 @@ def market_for(params: MarketParams, csv_settings: CsvSettings | None = None) ->
     while True:
         with _lock:
             market = _cache.get(key)
+            if market is None:
+                market = _alive.get(key)
             if market is not None:
-                _cache.move_to_end(key)
+                _remember(key, market)
                 return market
             building = _building.get(key)
             if building is None:
@@ -121,14 +129,20 @@ def _finish(
     with _lock:
         del _building[key]
         if market is not None:
-            _cache[key] = market
-            _cache.move_to_end(key)
-            while len(_cache) > CACHE_SIZE:
-                _cache.popitem(last=False)
+            _remember(key, market)
     if market is not None:
         building.set_result(market)
     else:
         building.set_exception(error or _BuildStopped())
+
+
+def _remember(key: Hashable, market: Market) -> None:
+    """Under `_lock`: `market` is the most recently used."""
+    _cache[key] = market
+    _cache.move_to_end(key)
+    _alive[key] = market
+    while len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
 
 
 def load_market(params: Mapping[str, Any], csv_settings: CsvSettings | None = None) -> Market:
@@ -141,3 +155,4 @@ def clear_cache() -> None:
     """Forget every cached market (tests, or after replacing CSV files in place)."""
     with _lock:
         _cache.clear()
+        _alive.clear()
