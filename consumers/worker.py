@@ -152,9 +152,9 @@ class Worker:
         they all get one at once.
 
         Pacing: a read takes one job more than twice the runs that ended since the
-        reader's last read (`_paced`). Slots that runs freed are refilled in one read, so
-        a busy worker's batches stay full; slots that were free because the worker was
-        idle are filled one job a read. So the workers woken by a burst of jobs take
+        reader's last read (`_paced`), none counted while it blocked. Slots that runs
+        freed are refilled in one read, so a busy worker's batches stay full; slots that
+        were free because the worker was idle are filled one job a read. So the workers woken by a burst of jobs take
         turns at it, and a worker whose strategies compute hard (its loop waits for the
         GIL) reads slower and takes fewer. Without pacing, the worker woken first took
         every job its slots allowed: one scan's 14 jobs landed 13 on one worker and 1 on
@@ -204,6 +204,8 @@ class Worker:
                 raise
             finally:
                 self._reserved -= reserved
+            if not busy:  # slots freed while it blocked were idle ones: no credit for them
+                ended_at_last_read = self._runs_ended
             backoff.reset()
             for job_id, job in delivered:
                 if job_id not in self.inflight:

@@ -233,10 +233,10 @@ async def test_fifty_strategies_finishing_together_write_one_terminal_event(
 async def test_two_idle_workers_share_one_scans_jobs(
     settings: Settings, store: EventStore, tmp_path: Path
 ) -> None:
-    """Given two idle worker processes of 16 slots each, when one scan of 14 strategies
-    that each compute for 0.3 s without awaiting is created, each worker runs at least 4
-    of them: a second worker shortens a scan of heavy strategies (the worker woken first
-    took 13 of 14 before its reads ramped up)."""
+    """Given two idle worker processes of 16 slots each that have just finished a scan,
+    when one scan of 14 strategies that each compute for 0.3 s without awaiting is
+    created, each worker runs at least 4 of them: a second worker shortens a scan of
+    heavy strategies (the worker woken first took 13 of 14)."""
     s = fault_settings(settings, strategy_modules=("tests.support.many_strategies",))
     names = [f"n{i:02d}" for i in range(14)]
     with running(
@@ -244,6 +244,7 @@ async def test_two_idle_workers_share_one_scans_jobs(
     ) as procs:
         workers = [await consumer_name(p) for p in procs]
         await anyio.sleep(0.5)  # both workers' readers are blocked waiting for jobs
+        await wait_until_ended(store, await start_scan(store, names), timeout_s=20)
         scan_id = await start_scan(store, names, {"compute_s": 0.3})
         view = await wait_until_ended(store, scan_id, timeout_s=30)
     entries = await store.read(scan_id)
