@@ -154,11 +154,12 @@ class Worker:
         Pacing: a read takes one job more than twice the runs that ended since the
         reader's last read (`_paced`), none counted while it blocked. Slots that runs
         freed are refilled in one read, so a busy worker's batches stay full; slots that
-        were free because the worker was idle are filled one job a read. So the workers woken by a burst of jobs take
-        turns at it, and a worker whose strategies compute hard (its loop waits for the
-        GIL) reads slower and takes fewer. Without pacing, the worker woken first took
-        every job its slots allowed: one scan's 14 jobs landed 13 on one worker and 1 on
-        the other, and a second worker could not shorten a scan of heavy strategies.
+        were free because the worker was idle are filled one job a read. So the workers
+        woken by a burst of jobs take turns at it, and a worker whose strategies compute
+        hard (its loop waits for the GIL) reads slower and takes fewer. Without pacing,
+        the worker woken first took every job its slots allowed: one scan's 14 jobs
+        landed 13 on one worker and 1 on the other, and a second worker could not
+        shorten a scan of heavy strategies.
         """
         backoff = _Backoff()
         gather = max(1, self.concurrency // 4)
