@@ -8,10 +8,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import math
+import multiprocessing
 import os
 import threading
 import time
 import weakref
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,9 @@ from scanstream.market import (
     Market,
     MarketDataError,
     MarketParams,
+    MarketShare,
     SyntheticMarket,
+    build_market,
     market_for,
     parse_params,
     write_csv,
@@ -194,6 +198,35 @@ def test_a_market_still_in_use_is_not_built_again_after_the_cache_moved_on() -> 
         market_for(parse_params({"seed": seed, "bars": 300}))
     gc.collect()
     assert gone() is None
+
+
+def _get_counted(folder: str, builds: str) -> str:
+    """In a process of its own: the shared market of seed 777, noting each build."""
+
+    def build() -> Market:
+        (Path(builds) / f"build-{os.getpid()}").touch()
+        time.sleep(0.3)  # the other processes ask meanwhile
+        return build_market(parse_params({"seed": 777, "bars": 200}))
+
+    return MarketShare(Path(folder)).get_or_build(("seed", 777), build).fingerprint()
+
+
+def test_processes_sharing_a_folder_build_each_market_once(tmp_path: Path) -> None:
+    """Given 4 strategy processes asking at once for a market nobody built (one scan's
+    strategies in `process` isolation), then one of them builds it and the others load
+    that build: one build, one market; a process asking later builds nothing."""
+    folder, builds = tmp_path / "markets", tmp_path / "builds"
+    folder.mkdir()
+    builds.mkdir()
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=spawn) as pool:
+        for f in [pool.submit(time.sleep, 0) for _ in range(4)]:
+            f.result()  # the processes are up before the race
+        got = list(pool.map(_get_counted, [str(folder)] * 4, [str(builds)] * 4))
+        again = pool.submit(_get_counted, str(folder), str(builds)).result()
+    assert len(list(builds.iterdir())) == 1
+    assert len({*got, again}) == 1
+    assert got[0] == build_market(parse_params({"seed": 777, "bars": 200})).fingerprint()
 
 
 # --- params -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A strategy process (`process` isolation): runs one attempt at a time for its worker.
 
-Started by consumers/isolation/processes.py as `python -m consumers.isolation.child FD`,
-with the worker's strategy modules in SCANSTREAM_STRATEGIES. It dies with its worker
+Started by consumers/isolation/processes.py as `python -m consumers.isolation.child FD
+MAX_MB MARKETS`, with the worker's strategy modules in SCANSTREAM_STRATEGIES; MARKETS is
+the folder where the worker's strategy processes share their market builds. It dies with its worker
 (PR_SET_PDEATHSIG) and ignores the terminal's Ctrl-C (the worker decides when it stops).
 """
 
@@ -15,6 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from consumers.context import Pairs
@@ -39,15 +41,16 @@ def _limit_memory(max_mb: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    fd, max_mb = int(argv[0]), int(argv[1])
+    fd, max_mb, markets = int(argv[0]), int(argv[1]), Path(argv[2])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     sock = socket.socket(fileno=fd)
 
-    from scanstream.market import load_market
+    from scanstream.market import MarketShare, load_market, share_builds
     from scanstream.settings import Settings
     from scanstream.strategies.registry import load_strategies
 
+    share_builds(MarketShare(markets))
     settings = Settings.from_env()
     strategies = load_strategies(settings.strategy_modules)
 

@@ -7,6 +7,10 @@ lost claim) kills the attempt's process with SIGKILL: nothing it is doing, a C c
 included, survives that. A process that dies by itself (a crash, `os._exit`, the
 out-of-memory killer) fails its attempt as `StrategyCrashed`; the runner retries it like
 any other failure. A killed or dead process is replaced when a free one is next needed.
+
+The pool's processes share their market builds through a folder of the worker's own
+(scanstream/market/shared.py): one scan's strategies, each in its own process, build its
+market once between them instead of once each.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from contextlib import suppress
+from pathlib import Path
 
 import anyio
 
@@ -50,7 +57,8 @@ class StrategyProcess:
         self.writer = writer
 
     @classmethod
-    async def spawn(cls, settings: Settings) -> StrategyProcess:
+    async def spawn(cls, settings: Settings, markets: Path) -> StrategyProcess:
+        """A ready strategy process; `markets`: the folder its market builds are shared in."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["SCANSTREAM_STRATEGIES"] = ",".join(settings.strategy_modules)
@@ -61,6 +69,7 @@ class StrategyProcess:
                 "consumers.isolation.child",
                 str(theirs.fileno()),
                 str(settings.strategy_max_memory_mb),
+                str(markets),
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C is the worker's to handle
@@ -113,17 +122,18 @@ class ProcessExecutor:
         self.settings = settings
         self.size = max(1, size)
         self._idle: list[StrategyProcess] = []
+        self.markets: Path | None = None  # made by start
 
     async def start(self) -> None:
         """Start the pool's processes at once, so the first attempts do not wait for them."""
-        started = await asyncio.gather(
-            *(StrategyProcess.spawn(self.settings) for _ in range(self.size))
-        )
+        # Private to this worker (mode 0700): its processes load pickles from there.
+        self.markets = Path(tempfile.mkdtemp(prefix="scanstream-markets-"))
+        started = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
         self._idle.extend(started)
 
     async def run(self, strategy: Strategy, spec: AttemptSpec, write: WriteFn) -> AttemptResult:
         try:
-            child = self._idle.pop() if self._idle else await StrategyProcess.spawn(self.settings)
+            child = self._idle.pop() if self._idle else await self._spawn()
         except (ProcessCrashed, OSError, TimeoutError) as exc:  # the attempt fails, not the worker
             log.error("no strategy process could be started: %s", exc)
             return AttemptResult(
@@ -192,7 +202,15 @@ class ProcessExecutor:
                 findings_dropped=dropped,
             )
 
+    async def _spawn(self) -> StrategyProcess:
+        if self.markets is None:
+            raise RuntimeError("ProcessExecutor.start first")
+        return await StrategyProcess.spawn(self.settings, self.markets)
+
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             await asyncio.gather(*(child.kill() for child in self._idle))
         self._idle.clear()
+        if self.markets is not None:
+            shutil.rmtree(self.markets, ignore_errors=True)
+            self.markets = None

@@ -6,7 +6,8 @@
     market = load_market(request_params, settings.csv)  # the same, with the CSV settings given
 
 `market_for` keeps the last few markets, so the strategies of one scan in one process
-share one market instead of each building its own.
+share one market instead of each building its own. `share_builds` makes processes share
+their builds too (`process` isolation's strategy processes: see `shared.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from scanstream.market.csv_source import CsvMarket, csv_signature, write_csv
 from scanstream.market.data import Bars, Basis, Funding, Market, MarketDataError
 from scanstream.market.params import DEFAULT_SYMBOLS, DEFAULT_VENUES, MarketParams, parse_params
+from scanstream.market.shared import MarketShare
 from scanstream.market.synthetic import SyntheticMarket
 from scanstream.settings import CsvSettings
 
@@ -35,11 +37,13 @@ __all__ = [
     "Market",
     "MarketDataError",
     "MarketParams",
+    "MarketShare",
     "SyntheticMarket",
     "build_market",
     "load_market",
     "market_for",
     "parse_params",
+    "share_builds",
     "write_csv",
 ]
 
@@ -50,6 +54,7 @@ _cache: OrderedDict[Hashable, Market] = OrderedDict()
 _alive: weakref.WeakValueDictionary[Hashable, Market] = weakref.WeakValueDictionary()
 _building: dict[Hashable, Future[Market]] = {}  # builds under way, so each key builds once
 _lock = threading.Lock()
+_share: MarketShare | None = None  # builds shared with other processes (`share_builds`)
 
 
 def build_market(params: MarketParams, csv_settings: CsvSettings | None = None) -> Market:
@@ -94,7 +99,10 @@ def market_for(params: MarketParams, csv_settings: CsvSettings | None = None) ->
         except _BuildStopped:  # its builder was stopped half-way: build it here
             continue
     try:
-        market = build_market(params, csv_settings)
+        if _share is None:
+            market = build_market(params, csv_settings)
+        else:
+            market = _share.get_or_build(key, lambda: build_market(params, csv_settings))
     except Exception as exc:  # the same params fail the same way for every waiter
         _finish(key, building, error=exc)
         raise
@@ -149,6 +157,12 @@ def load_market(params: Mapping[str, Any], csv_settings: CsvSettings | None = No
     """The market of a scan's raw `params` (as `scan.requested` holds them): what a worker
     hands its strategies. `csv_settings` defaults to `CsvSettings.from_env()`."""
     return market_for(parse_params(dict(params), csv_settings=csv_settings), csv_settings)
+
+
+def share_builds(share: MarketShare | None) -> None:
+    """From now on, build markets through `share` (None: in this process alone)."""
+    global _share
+    _share = share
 
 
 def clear_cache() -> None:
