@@ -230,14 +230,18 @@ async def test_fifty_strategies_finishing_together_write_one_terminal_event(
     assert len(workers_seen) == 2  # both processes raced for the end
 
 
+@pytest.mark.parametrize("timings", ["short", "default"])
 async def test_two_idle_workers_share_one_scans_jobs(
-    settings: Settings, store: EventStore, tmp_path: Path
+    settings: Settings, store: EventStore, tmp_path: Path, timings: str
 ) -> None:
     """Given two idle worker processes of 16 slots each that have just finished a scan,
     when one scan of 14 strategies that each compute for 0.3 s without awaiting is
     created, each worker runs at least 4 of them: a second worker shortens a scan of
     heavy strategies (the worker woken first took 13 of 14)."""
+    shipped = Settings()
     s = fault_settings(settings, strategy_modules=("tests.support.many_strategies",))
+    if timings == "default":  # the claim idle time and heartbeat an operator runs
+        s = s.with_(claim_idle_ms=shipped.claim_idle_ms, heartbeat_ms=shipped.heartbeat_ms)
     names = [f"n{i:02d}" for i in range(14)]
     with running(
         worker(s, tmp_path, "a", concurrency=16), worker(s, tmp_path, "b", concurrency=16)
