@@ -2,8 +2,9 @@
 
 Started by consumers/isolation/processes.py as `python -m consumers.isolation.child FD
 MAX_MB MARKETS`, with the worker's strategy modules in SCANSTREAM_STRATEGIES; MARKETS is
-the folder where the worker's strategy processes share their market builds. It dies with its worker
-(PR_SET_PDEATHSIG) and ignores the terminal's Ctrl-C (the worker decides when it stops).
+the folder where the worker's strategy processes share their market builds. It dies with
+its worker (PR_SET_PDEATHSIG) and ignores the terminal's Ctrl-C (the worker decides when
+it stops).
 """
 
 from __future__ import annotations
