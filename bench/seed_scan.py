@@ -30,6 +30,10 @@ worker --concurrency 16` processes (every job of a scan can run at once on one):
   sampled every 50 ms: the peak's growth over the RSS before the burst, per scan running
   at once (first strategy.started to terminal) at most.
 
+And thread isolation at `--concurrency 2`, single scans only: a thread worker runs one
+strategy's Python at a time (the GIL), so taking 2 jobs at a time costs it nothing on a
+scan of computing strategies and leaves the rest of the scan to a second worker.
+
 Then a fresh API process reads the status and the results of every finished scan once:
 its RSS growth per cached scan, beside the bytes of event data in a scan's log.
 
@@ -76,6 +80,7 @@ from scanstream.storage.keys import DEFAULT_PARTITIONS, Keys
 NAME = "seed_scan"
 PREFIX = "bench11s"
 CONCURRENCY = 16  # every job of a 14-strategy scan can run at once on one worker
+CPU_BOUND_CONCURRENCY = 2
 SYMBOLS = [f"SEED{i:03d}-USD" for i in range(100)]
 VENUES = ["alpha", "beta"]
 BARS = 1250  # 100 x 2 x 1,250 = 250,000 bars: MAX_SYNTHETIC_BARS
@@ -89,7 +94,17 @@ TARGET_RATIO = 0.6
 SCAN_TIMEOUT_S = 300.0
 POLL_S = 0.1
 RSS_EVERY_S = 0.05
-CONFIGS: list[tuple[str, int]] = [("thread", 1), ("thread", 2), ("process", 1), ("process", 2)]
+# (isolation, workers, --concurrency, with the burst of scans)
+CONFIGS: list[tuple[str, int, int, bool]] = [
+    ("thread", 1, CONCURRENCY, True),
+    ("thread", 2, CONCURRENCY, True),
+    ("process", 1, CONCURRENCY, True),
+    ("process", 2, CONCURRENCY, True),
+    # One thread worker runs one strategy's Python at a time (the GIL): at 2 jobs at a time
+    # it leaves the rest of a scan of computing strategies to a second worker.
+    ("thread", 1, CPU_BOUND_CONCURRENCY, False),
+    ("thread", 2, CPU_BOUND_CONCURRENCY, False),
+]
 
 
 def scan_params(seed: int) -> dict[str, Any]:
@@ -292,11 +307,11 @@ def _median(values: Sequence[float]) -> float:
 
 
 @contextmanager
-def _workers(b: Bench, mode: str, count: int) -> Iterator[list[Proc]]:
+def _workers(b: Bench, mode: str, count: int, concurrency: int) -> Iterator[list[Proc]]:
     procs = [
         b.worker(
             PREFIX,
-            CONCURRENCY,
+            concurrency,
             name=f"worker-{mode}-{i}",
             SCANSTREAM_STRATEGIES="",
             SCANSTREAM_ISOLATION=mode,
@@ -319,14 +334,26 @@ def _workers(b: Bench, mode: str, count: int) -> Iterator[list[Proc]]:
 
 
 def run_config(
-    b: Bench, api: Proc, mode: str, count: int, sizes: dict[str, int], seeds: Iterator[int]
+    b: Bench,
+    api: Proc,
+    config: tuple[str, int, int, bool],
+    sizes: dict[str, int],
+    seeds: Iterator[int],
 ) -> dict[str, Any]:
     assert b.redis_proc.process is not None
+    mode, count, concurrency, with_burst = config
     redis_pid = b.redis_proc.process.pid
     who = users(sizes["burst"])
     label = f"{mode} isolation, {count} worker{'s' if count > 1 else ''}"
-    out: dict[str, Any] = {"isolation": mode, "workers": count, "singles": []}
-    with _workers(b, mode, count) as procs:
+    if concurrency != CONCURRENCY:
+        label += f" --concurrency {concurrency}"
+    out: dict[str, Any] = {
+        "isolation": mode,
+        "workers": count,
+        "concurrency": concurrency,
+        "singles": [],
+    }
+    with _workers(b, mode, count, concurrency) as procs:
 
         def alive() -> None:
             for p in procs:
@@ -354,6 +381,9 @@ def run_config(
             out[k] = _median([s[k] for s in singles])
         # the measurement whose wall time is the median's (for its noise flag)
         out["median_single"] = min(singles, key=lambda s: abs(s["wall_ms"] - out["wall_ms"]))
+        out["finished"] = [(s["scan_id"], who[i % len(who)]) for i, s in enumerate(singles)]
+        if not with_burst:
+            return out
 
         # The burst: every scan POSTed at once, each of another user.
         time.sleep(0.5)
@@ -399,7 +429,6 @@ def run_config(
             "workers_cores": round(sum(meter.shares[:-1]), 2),
             **meter.as_dict([*(f"worker{i}" for i in range(count)), "redis"]),
         }
-        out["finished"] = [(s["scan_id"], who[i % len(who)]) for i, s in enumerate(out["singles"])]
         out["finished"] += list(zip(ids, who, strict=True))
         out["log_bytes"] = round(sum(f["log_bytes"] for f in figs) / len(figs))
         say(f"    {label}: burst of {len(ids)}: {_burst_line(out['burst'])}")
@@ -593,15 +622,18 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     api = _api(b, "api")
     out["configs"] = {}
     with running(api):
-        for mode, count in CONFIGS:
-            key = f"{mode}-{count}"
-            say(f"  {mode} isolation, {count} worker process{'es' if count > 1 else ''} ...")
-            out["configs"][key] = run_config(b, api, mode, count, sizes, seeds)
+        for config in CONFIGS:
+            mode, count, concurrency, _ = config
+            key = _key(mode, count, concurrency)
+            say(
+                f"  {mode} isolation, {count} worker process{'es' if count > 1 else ''}, "
+                f"--concurrency {concurrency} ..."
+            )
+            out["configs"][key] = run_config(b, api, config, sizes, seeds)
     finished = [f for c in out["configs"].values() for f in c.pop("finished")]
     out["api_memory"] = api_memory(b, finished)
-    out["log_bytes_per_scan"] = round(
-        sum(c["log_bytes"] for c in out["configs"].values()) / len(out["configs"])
-    )
+    logs = [c["log_bytes"] for c in out["configs"].values() if "log_bytes" in c]
+    out["log_bytes_per_scan"] = round(sum(logs) / len(logs))
     m = out["api_memory"]
     say(
         f"  API: RSS {m['rss_idle_mib']} -> {m['rss_loaded_mib']} MiB after reading the status "
@@ -611,8 +643,15 @@ def run(b: Bench) -> tuple[dict[str, Any], list[Row]]:
     return out, rows(out)
 
 
+def _key(mode: str, workers: int, concurrency: int) -> str:
+    """A config's key in the results: "thread-2", "thread-2-c2" (not the default 16)."""
+    key = f"{mode}-{workers}"
+    return key if concurrency == CONCURRENCY else f"{key}-c{concurrency}"
+
+
 def _label(c: dict[str, Any]) -> str:
-    return f"{c['isolation']}, {c['workers']}w"
+    label = f"{c['isolation']}, {c['workers']}w"
+    return label if c["concurrency"] == CONCURRENCY else f"{label} -c {c['concurrency']}"
 
 
 def rows(out: dict[str, Any]) -> list[Row]:
@@ -655,15 +694,21 @@ def rows(out: dict[str, Any]) -> list[Row]:
                 f"{c['worker_cpu_s'] * 1000 / alone_ms:.1f}x",
             ),
         ]
-    for mode in ("thread", "process"):
-        one, two = configs.get(f"{mode}-1"), configs.get(f"{mode}-2")
+    for mode, concurrency in (
+        ("thread", CONCURRENCY),
+        ("process", CONCURRENCY),
+        ("thread", CPU_BOUND_CONCURRENCY),
+    ):
+        one = configs.get(_key(mode, 1, concurrency))
+        two = configs.get(_key(mode, 2, concurrency))
         if not one or not two:
             continue
         ratio = two["wall_ms"] / one["wall_ms"] if one["wall_ms"] else 0.0
+        flag = "" if concurrency == CONCURRENCY else f" --concurrency {concurrency}"
         result.append(
             Row(
                 NAME,
-                f"{mode}: one scan's wall, 2 workers vs 1 (ms)",
+                f"{mode}{flag}: one scan's wall, 2 workers vs 1 (ms)",
                 f"{two['wall_ms']:.0f}",
                 f"{one['wall_ms']:.0f}",
                 f"{ratio:.2f}",
@@ -686,7 +731,8 @@ def rows(out: dict[str, Any]) -> list[Row]:
                 else "",
             )
         )
-    for c in configs.values():
+    bursts = [c for c in configs.values() if "burst" in c]
+    for c in bursts:
         m = c["burst"]
         result.append(
             Row(
@@ -715,7 +761,7 @@ def rows(out: dict[str, Any]) -> list[Row]:
                 verdict(ratio <= TARGET_RATIO, a, b_),
             )
         )
-    for c in configs.values():
+    for c in bursts:
         m = c["burst"]
         result += [
             Row(
