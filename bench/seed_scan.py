@@ -74,6 +74,7 @@ from bench.harness import (
     say,
     verdict,
 )
+from consumers.worker import PEERS_EVERY_S
 from scanstream.events import TERMINAL_TYPES
 from scanstream.storage.keys import DEFAULT_PARTITIONS, Keys
 
@@ -324,6 +325,7 @@ def _workers(b: Bench, mode: str, count: int, concurrency: int) -> Iterator[list
             try:
                 with b.redis() as r:
                     wait_readers(r, procs)
+                time.sleep(2 * PEERS_EVERY_S)  # each worker has seen the others (it paces)
                 yield procs
             finally:  # before the workers stop: their strategy processes, to be sure
                 for p in procs:

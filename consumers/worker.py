@@ -7,6 +7,7 @@ Small loops share one task group:
 - reclaim:   take over jobs idle past `claim_idle_ms` (their worker died);
 - watch:     stop runs whose scan has ended (cancelled, deadline), within ~0.2 s;
 - ack:       batched acknowledgements that no read took along;
+- peers:     whether other workers read jobs too (reads are paced then);
 - reap:      end overdue scans, trim the job stream, drop gone consumers (consumers/reaper.py).
 """
 
@@ -40,6 +41,8 @@ READ_BLOCK_MS = 1000
 # and one XACK then serve several jobs instead of one each (a round trip costs the
 # worker more CPU than a no-op job's own work). An idle worker reads at once.
 READ_GATHER_S = 0.002
+# How often a worker looks whether other workers read jobs too (`_peers_loop`).
+PEERS_EVERY_S = 1.0
 # Acknowledgements wait this long at most for a read to take them along (JobQueue.read)
 # before they go on their own round trip.
 ACK_GATHER_S = 0.005
@@ -85,6 +88,7 @@ class Worker:
         self.inflight: dict[str, Run] = {}
         self._reserved = 0  # slots asked for by reads still out (see _partition_reader)
         self._runs_ended = 0  # paces the reads (see _partition_reader)
+        self._has_peers = True  # other workers read jobs too: pace (see _peers_loop)
         # The partition readers' turns at the free slots, first come, first served.
         self._turn = anyio.Lock(fast_acquire=True)
         # Set when a run ends, if anyone waits for that (`_run_end`); then dropped.
@@ -108,6 +112,7 @@ class Worker:
                 tg.start_soon(self._reclaim_loop)
                 tg.start_soon(self._watch_loop)
                 tg.start_soon(self._ack_loop)
+                tg.start_soon(self._peers_loop)
                 tg.start_soon(self.reaper.run)
                 task_status.started()
         finally:
@@ -151,15 +156,16 @@ class Worker:
         a worker may start up to one job per idle partition beyond `--concurrency` when
         they all get one at once.
 
-        Pacing: a read takes one job more than twice the runs that ended since the
-        reader's last read (`_paced`), none counted while it blocked. Slots that runs
-        freed are refilled in one read, so a busy worker's batches stay full; slots that
-        were free because the worker was idle are filled one job a read. So the workers
-        woken by a burst of jobs take turns at it, and a worker whose strategies compute
-        hard (its loop waits for the GIL) reads slower and takes fewer. Without pacing,
-        the worker woken first took every job its slots allowed: one scan's 14 jobs
-        landed 13 on one worker and 1 on the other, and a second worker could not
-        shorten a scan of heavy strategies.
+        Pacing, while other workers read jobs too (`_peers_loop`): a read takes one job
+        more than twice the runs that ended since the reader's last read (`_paced`), none
+        counted while it blocked. Slots that runs freed are refilled in one read, so a
+        busy worker's batches stay full; slots that were free because the worker was
+        idle are filled one job a read. So the workers woken by a burst of jobs take
+        turns at it, and a worker whose strategies compute hard (its loop waits for the
+        GIL) reads slower and takes fewer. Without pacing, the worker woken first took
+        every job its slots allowed: one scan's 14 jobs landed 13 on one worker and 1 on
+        the other, and a second worker could not shorten a scan of heavy strategies. A
+        worker alone takes every job its slots allow at once: one read, not one a job.
         """
         backoff = _Backoff()
         gather = max(1, self.concurrency // 4)
@@ -173,9 +179,9 @@ class Worker:
         while not self._draining:
             async with self._turn:
                 count = await self._slots_for_read(busy or position != ">", gather)
-                if position == ">":
+                if position == ">" and self._has_peers:
                     count = _paced(count, self._runs_ended - ended_at_last_read)
-                    ended_at_last_read = self._runs_ended
+                ended_at_last_read = self._runs_ended
                 reserved = count if busy else 0
                 self._reserved += reserved
             if count <= 0:
@@ -339,6 +345,18 @@ class Worker:
             for run in list(self.inflight.values()):
                 if run.job.scan_id in ended and run.stop_reason is None:
                     run.stop("cancelled")
+
+    async def _peers_loop(self) -> None:
+        """Whether other workers read jobs (then reads are paced: see _partition_reader):
+        each worker says it is there every PEERS_EVERY_S, and counts the others that
+        did within the last few (a worker that stopped counts for that long)."""
+        window_ms = int(3 * PEERS_EVERY_S * 1000)
+        while True:
+            try:
+                self._has_peers = await self.jobs.others_present(self.name, window_ms) > 0
+            except StoreUnavailable:
+                metrics.REDIS_ERRORS.labels("peers").inc()
+            await anyio.sleep(PEERS_EVERY_S)
 
     async def _still_owned(self, job: Job) -> bool:
         """An owner-checked claim refresh of one job (also resets its idle time)."""

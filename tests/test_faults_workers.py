@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from consumers.worker import PEERS_EVERY_S
 from scanstream import events as ev
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
@@ -247,7 +248,8 @@ async def test_two_idle_workers_share_one_scans_jobs(
         worker(s, tmp_path, "a", concurrency=16), worker(s, tmp_path, "b", concurrency=16)
     ) as procs:
         workers = [await consumer_name(p) for p in procs]
-        await anyio.sleep(0.5)  # both workers' readers are blocked waiting for jobs
+        # Both workers' readers are blocked waiting for jobs, and each has seen the other.
+        await anyio.sleep(2.5 * PEERS_EVERY_S)
         await wait_until_ended(store, await start_scan(store, names), timeout_s=20)
         scan_id = await start_scan(store, names, {"compute_s": 0.3})
         view = await wait_until_ended(store, scan_id, timeout_s=30)

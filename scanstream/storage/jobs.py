@@ -16,6 +16,7 @@ upkeep (`upkeep.py`), dead letters (`dead_letters.py`), and what operators see
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -260,6 +261,21 @@ class JobQueue:
             for _stream, entries in _stream_replies(reply)
             for entry_id, fields in entries
         ]
+
+    async def others_present(self, me: str, window_ms: int) -> int:
+        """Say that worker `me` is here, and count the other workers that said so within
+        the last `window_ms` (`Keys.workers`; one round trip)."""
+        now_ms = int(time.time() * 1000)
+        key = self.keys.workers
+        calls: list[Call] = [
+            (None, ("ZADD", key, now_ms, me)),
+            (None, ("ZREMRANGEBYSCORE", key, "-inf", now_ms - window_ms)),
+            (None, ("ZCARD", key)),
+            (None, ("PEXPIRE", key, 2 * window_ms)),  # gone once every worker is
+        ]
+        async with store_errors():
+            replies = await pipelined(self.redis, calls)
+        return max(0, int(replies[2]) - 1)
 
     async def ack(self, jobs: Sequence[tuple[str, str]]) -> None:
         """Acknowledge (job id, user) pairs; each user's running count drops, and waiting

@@ -133,6 +133,13 @@ class Keys:
         return f"{self.prefix}:user:{{{user_id}}}:idem:{key_digest}"
 
     @property
+    def workers(self) -> str:
+        """Sorted set of worker names, scored by when each last said it was there (ms):
+        whether a worker reads alone. Advisory: a worker missing from it only reads as if
+        it were alone for a second."""
+        return f"{self.prefix}:workers"
+
+    @property
     def reaper_lock(self) -> str:
         """Held for one reaper round by one worker, so N workers do not all sweep at once."""
         return f"{self.prefix}:reaper"
