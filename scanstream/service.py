@@ -348,13 +348,16 @@ class ScanService:
             )
 
     async def _enqueue(self, user_id: str, scan_id: str, order: Order) -> None:
-        """List the scan for its user and queue one job per strategy: one round trip."""
+        """List the scan for its user and queue one job per strategy: one round trip.
+
+        Pair strategies are queued first (their work grows with the square of the
+        universe, a series strategy's with its size): a scan ends sooner when its longest
+        jobs start first, and while one worker runs them the others take the rest."""
         if not self._group_ready:
             await self.prepare()
         listing = self.index.listing(user_id, scan_id)
-        await self.jobs.enqueue(
-            scan_id, user_id, order.names, priority=order.priority, listing=listing
-        )
+        names = sorted(order.names, key=lambda name: self.works.get(name) != "pairs")
+        await self.jobs.enqueue(scan_id, user_id, names, priority=order.priority, listing=listing)
 
     def _resolve(self, requested: list[str] | None) -> list[str]:
         if requested is None:

@@ -106,6 +106,25 @@ async def test_create_queues_one_job_per_strategy(
     assert await job_entries(redis, keys) == 2
 
 
+async def test_pair_strategies_are_queued_first(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    """A scan's pair strategy (its work grows with the square of the universe) is queued
+    ahead of its series strategies, which keep the order asked for; the scan itself lists
+    them as asked."""
+    asked = ["momentum", "noop", "pairs_spread", "finder"]
+    scan = await create(client, {"strategies": asked})
+    keys = Keys(settings.prefix, settings.job_partitions)
+    jobs = await xrange(redis, keys.jobs_of("alice").jobs)
+    assert [f[b"strategy"].decode() for _, f in jobs] == [
+        "pairs_spread",
+        "momentum",
+        "noop",
+        "finder",
+    ]
+    assert [s["name"] for s in scan["strategies"]] == asked
+
+
 async def test_missing_or_null_strategies_means_every_strategy(client: httpx.AsyncClient) -> None:
     """A body without strategies (or null, or no body at all) runs every available strategy."""
     everything = [s["name"] for s in (await get_json(client, "/v1/strategies"))["strategies"]]

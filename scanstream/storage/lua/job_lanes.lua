@@ -87,14 +87,15 @@ end
 
 if mode == 'enqueue' then
   local user, scan_id = ARGV[6], ARGV[7]
-  -- band x 2^42 + arrival: exact in a double; '%.0f' because Lua's own number-to-string
+  -- Each job its own arrival number, in the order given (a scan's longest jobs first):
+  -- band x 2^42 + arrival, exact in a double; '%.0f' because Lua's own number-to-string
   -- keeps 14 digits only
-  local arrival = redis.call('INCR', KEYS[4])
-  local score = string.format('%.0f', tonumber(ARGV[8]) * 4398046511104 + arrival)
+  local last = redis.call('INCRBY', KEYS[4], #ARGV - 8)
+  local base = tonumber(ARGV[8]) * 4398046511104 + last - (#ARGV - 8)
   local lane = lane_prefix .. user
   if redis.call('EXISTS', lane) == 0 then redis.call('RPUSH', ring, user) end
   for i = 9, #ARGV do
-    redis.call('ZADD', lane, score, scan_id .. '\n' .. ARGV[i])
+    redis.call('ZADD', lane, string.format('%.0f', base + i - 8), scan_id .. '\n' .. ARGV[i])
   end
   return dispatch()
 elseif mode == 'ack' then
