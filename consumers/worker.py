@@ -353,9 +353,12 @@ class Worker:
         window_ms = int(3 * PEERS_EVERY_S * 1000)
         while True:
             try:
-                self._has_peers = await self.jobs.others_present(self.name, window_ms) > 0
+                others = await self.jobs.others_present(self.name, window_ms)
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.labels("peers").inc()
+            else:
+                if others is not None:
+                    self._has_peers = others > 0
             await anyio.sleep(PEERS_EVERY_S)
 
     async def _still_owned(self, job: Job) -> bool:

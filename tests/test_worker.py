@@ -7,6 +7,7 @@ import time
 import anyio
 import pytest
 
+from consumers.worker import PEERS_EVERY_S
 from scanstream import events as ev
 from scanstream.settings import Settings
 from scanstream.storage.events import EventStore
@@ -45,6 +46,21 @@ async def test_a_scan_runs_every_strategy_and_ends_completed(
     scores = [o.score for o in view.ranked_opportunities()]
     assert scores == sorted(scores, reverse=True)
     assert await pending_count(store.redis, store.keys) == 0
+
+
+async def test_a_worker_goes_on_when_redis_refuses_its_presence_note(
+    settings: Settings, store: EventStore
+) -> None:
+    """Given Redis refusing the note by which workers see each other (here the key holds
+    a string: WRONGTYPE, as a full Redis answers OOM), a worker still runs a scan to its
+    end: the note is advisory."""
+    await store.redis.set(store.keys.workers, "not a sorted set")
+    async with workers_running(settings, TEST_STRATEGIES):
+        await anyio.sleep(1.5 * PEERS_EVERY_S)  # a presence note or two refused
+        scan_id = await start_scan(store, ["noop", "finder"], {"finds": 2})
+        view = await wait_until_ended(store, scan_id)
+    assert view.state == "completed"
+    assert await store.redis.get(store.keys.workers) == b"not a sorted set"
 
 
 async def test_a_poison_strategy_is_retried_then_dead_lettered_and_the_scan_still_ends(

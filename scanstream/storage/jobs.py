@@ -262,9 +262,11 @@ class JobQueue:
             for entry_id, fields in entries
         ]
 
-    async def others_present(self, me: str, window_ms: int) -> int:
+    async def others_present(self, me: str, window_ms: int) -> int | None:
         """Say that worker `me` is here, and count the other workers that said so within
-        the last `window_ms` (`Keys.workers`; one round trip)."""
+        the last `window_ms` (`Keys.workers`; one round trip). None when Redis refuses
+        the write (full with noeviction, an ACL): the count is advisory, so nothing
+        fails for it."""
         now_ms = int(time.time() * 1000)
         key = self.keys.workers
         calls: list[Call] = [
@@ -274,7 +276,9 @@ class JobQueue:
             (None, ("PEXPIRE", key, 2 * window_ms)),  # gone once every worker is
         ]
         async with store_errors():
-            replies = await pipelined(self.redis, calls)
+            replies = await pipelined(self.redis, calls, strict=False)
+        if any(isinstance(r, redis_errors.ResponseError) for r in replies[:3]):
+            return None
         return max(0, int(replies[2]) - 1)
 
     async def ack(self, jobs: Sequence[tuple[str, str]]) -> None:
