@@ -165,11 +165,12 @@ def now_rfc3339() -> str:
     """The time now, UTC, to the millisecond: "2026-12-08T01:45:11.123Z". Every event is
     stamped with it (several per job): the seconds part is formatted once per second."""
     global _last_second
-    ms = time.time_ns() // 1_000_000
-    second, milli = divmod(ms, 1000)
-    if _last_second[0] != second:
-        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_last_second[1]}.{milli:03d}Z"
+    second, milli = divmod(time.time_ns() // 1_000_000, 1000)
+    cached = _last_second  # one read: strategy threads stamp events too
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _last_second = cached
+    return f"{cached[1]}.{milli:03d}Z"
 
 
 def new_event_id() -> str:
